@@ -1,0 +1,220 @@
+//! The address-book server: answers `Q` queries with `R` responses over TCP.
+//!
+//! Unlike the seed, which closed after one answer, a connection answers any number of queries,
+//! pipelined or not, until the client closes it or stays idle for [`ServerConfig::idle_timeout`].
+//! A client that breaks the protocol (a type byte other than `Q`, a negative length, a body that is
+//! not UTF-8) is answered as the seed answers it, `R` + `Error: Unknown message protocol`, and then
+//! disconnected with a lingering close so that it really receives that answer.
+//!
+//! Structure follows mini-redis: [`run`] accepts connections under a semaphore, each connection is
+//! a task in a `TaskTracker`, and shutdown cancels a token and drains the tasks within a time bound.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol::addressbook::{AddressBookCodec, Kind, Message};
+use protocol::framed::FramedConnection;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{sleep, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::book::AddressBook;
+
+/// Everything the server needs besides its listener.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The entries to answer from.
+    pub book: Arc<AddressBook>,
+    /// A connection that sends no query for this long is closed.
+    pub idle_timeout: Duration,
+    /// At most this many connections are served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// How long a client that broke the protocol may keep sending after its answer before the
+    /// connection is dropped regardless.
+    pub violation_linger: Duration,
+    /// How long shutdown waits for open connections to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults around `book`: 60 s idle timeout, 1024 connections, 2 s linger, 5 s grace.
+    pub fn new(book: AddressBook) -> ServerConfig {
+        ServerConfig {
+            book: Arc::new(book),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            violation_linger: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` completes, then closes every connection (answers already
+/// computed are sent first) and returns once they are gone or the grace period is over.
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let config = Arc::new(config);
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    info!(
+        addr = %listener.local_addr()?,
+        entries = config.book.len(),
+        "address book server listening"
+    );
+    tokio::select! {
+        () = accept_loop(&listener, &config, &cancel, &tracker) => {}
+        () = shutdown => info!("address book server shutting down"),
+    }
+    drop(listener);
+    cancel.cancel();
+    tracker.close();
+    if timeout(config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            connections = tracker.len(),
+            "connections still open after the shutdown grace period; dropping them"
+        );
+    }
+    info!("address book server stopped");
+    Ok(())
+}
+
+/// Accepts forever; failures to accept (out of file descriptors, a connection reset before it
+/// was accepted) are logged and retried with a growing pause rather than stopping the server.
+async fn accept_loop(
+    listener: &TcpListener,
+    config: &Arc<ServerConfig>,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = Arc::clone(&limit)
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(10);
+                let config = Arc::clone(config);
+                let cancel = cancel.clone();
+                tracker.spawn(async move {
+                    serve_connection(stream, peer, &config, &cancel).await;
+                    drop(permit);
+                });
+            }
+            Err(err) => {
+                warn!(error = %err, retry_in = ?backoff, "accept failed");
+                sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Why a connection ended.
+enum Ending {
+    ClientClosed,
+    Idle,
+    Shutdown,
+    Violation(String),
+    Failed(String),
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &ServerConfig,
+    cancel: &CancellationToken,
+) {
+    if let Err(err) = stream.set_nodelay(true) {
+        debug!(%peer, error = %err, "could not disable Nagle's algorithm");
+    }
+    info!(%peer, "connection opened");
+    let mut conn = FramedConnection::new(stream, AddressBookCodec);
+    let mut answered = 0u64;
+    let ending = loop {
+        let frame = tokio::select! {
+            () = cancel.cancelled() => break Ending::Shutdown,
+            frame = timeout(config.idle_timeout, conn.read_frame()) => frame,
+        };
+        let query = match frame {
+            Err(_elapsed) => break Ending::Idle,
+            Ok(Ok(None)) => break Ending::ClientClosed,
+            Ok(Ok(Some(message))) if message.kind() == Kind::Query => message,
+            Ok(Ok(Some(_))) => break Ending::Violation("a client sent a response".into()),
+            Ok(Err(err)) if err.is_protocol_violation() => {
+                break Ending::Violation(err.to_string());
+            }
+            Ok(Err(err)) => break Ending::Failed(err.to_string()),
+        };
+        let answer = answer(&config.book, query.body(), peer);
+        conn.queue(answer).expect("encoding a message cannot fail");
+        answered += 1;
+    };
+    finish(conn, ending, peer, answered, config, cancel).await;
+}
+
+/// The response to a query for `email`, logged.
+fn answer(book: &AddressBook, email: &str, peer: SocketAddr) -> Message {
+    match book.lookup(email) {
+        Some(name) => {
+            info!(%peer, email, name, "query answered");
+            Message::response(name).expect("book entries fit a message")
+        }
+        None => {
+            info!(%peer, email, "query for an unknown e-mail");
+            Message::not_found()
+        }
+    }
+}
+
+async fn finish(
+    mut conn: FramedConnection<TcpStream, AddressBookCodec>,
+    ending: Ending,
+    peer: SocketAddr,
+    answered: u64,
+    config: &ServerConfig,
+    cancel: &CancellationToken,
+) {
+    match ending {
+        Ending::Violation(reason) => {
+            info!(%peer, %reason, "protocol violation; answering and closing");
+            conn.queue(Message::unknown_protocol())
+                .expect("encoding a message cannot fail");
+            if timeout(config.violation_linger, conn.flush())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // The answer is on its way; the peer may keep sending forever, so the linger bound
+            // or a shutdown ends the drain either way.
+            tokio::select! {
+                _ = timeout(config.violation_linger, conn.close_after_draining()) => {}
+                () = cancel.cancelled() => {}
+            }
+        }
+        Ending::Shutdown => {
+            let _ = timeout(config.violation_linger, conn.flush()).await;
+            info!(%peer, answered, "connection closed for shutdown");
+        }
+        Ending::Idle => {
+            info!(%peer, answered, idle = ?config.idle_timeout, "idle connection closed")
+        }
+        Ending::ClientClosed => info!(%peer, answered, "connection closed by the client"),
+        Ending::Failed(reason) => info!(%peer, answered, %reason, "connection failed"),
+    }
+}

@@ -1,0 +1,18 @@
+//! The wire formats of the four socket systems, sans-IO.
+//!
+//! Nothing in this crate opens a socket or reads a clock: every format is pure encode/decode on
+//! bytes, with thin [`tokio_util::codec`] `Decoder`/`Encoder` impls so that services can wrap a
+//! `TcpStream` in a `Framed`. Every decoder is bounded (a maximum frame size and a clear error past
+//! it) and answers `Ok(None)` when it needs more bytes, never an error.
+//!
+//! - [`record`]: the record server's JSON requests and responses (seed 000).
+//! - [`forum`]: the forum's bincode envelope and its length-prefixed TCP codec (seed 001).
+//! - [`addressbook`]: the address book's `!cb` Q/R header (seed 002).
+//! - [`chat`]: the chat room's 10-byte ASCII length header (seed 003).
+//! - [`framed`]: driving a framed transport with batched writes.
+
+pub mod addressbook;
+pub mod chat;
+pub mod forum;
+pub mod framed;
+pub mod record;

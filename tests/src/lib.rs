@@ -1,0 +1,99 @@
+//! Helpers shared by the workspace integration tests in `tests/tests/`: a service started on
+//! `127.0.0.1:0` in the test's runtime and stopped through its shutdown future, and raw-socket
+//! reads that fail a test instead of hanging it.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+/// How long a test waits for anything the server should do promptly.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The shutdown future handed to a server's `run`: completes when the test stops the server (or
+/// drops its [`RunningServer`]).
+#[derive(Debug)]
+pub struct ShutdownSignal(oneshot::Receiver<()>);
+
+impl Future for ShutdownSignal {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+/// A server task listening on a loopback port chosen by the OS.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// Where the server listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Binds `127.0.0.1:0` (with a 1024-deep accept queue) and spawns `serve(listener, shutdown)`.
+    pub async fn start<F, Fut>(serve: F) -> RunningServer
+    where
+        F: FnOnce(TcpListener, ShutdownSignal) -> Fut,
+        Fut: Future<Output = io::Result<()>> + Send + 'static,
+    {
+        let socket = TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(([127, 0, 0, 1], 0).into())
+            .expect("bind loopback");
+        // As the `cli` servers do: std's backlog of 128 overflows under the concurrency tests.
+        let listener = socket.listen(1024).expect("listen");
+        let addr = listener.local_addr().expect("local address");
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, ShutdownSignal(stopped)));
+        RunningServer {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Triggers the shutdown future and waits for `run` to return; panics if it takes longer
+    /// than [`PATIENCE`] or fails.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = &mut self.task;
+        timeout(PATIENCE, task)
+            .await
+            .expect("server did not stop in time")
+            .expect("server task panicked")
+            .expect("server returned an error");
+    }
+}
+
+/// Reads exactly `n` bytes or fails the test.
+pub async fn read_n(stream: &mut (impl AsyncRead + Unpin), n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    timeout(PATIENCE, stream.read_exact(&mut buf))
+        .await
+        .expect("timed out reading from the server")
+        .expect("reading from the server failed");
+    buf
+}
+
+/// Reads until the server closes; an error (a reset) or a timeout fails the test.
+pub async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8> {
+    let mut buf = Vec::new();
+    timeout(PATIENCE, stream.read_to_end(&mut buf))
+        .await
+        .expect("the server did not close the connection")
+        .expect("the connection ended with an error instead of a clean close");
+    buf
+}

@@ -9,7 +9,7 @@ use addressbook::client::check_email;
 use addressbook::{AddressBook, Client, ClientError, Lookup, ServerConfig};
 use clap::{Args, Subcommand};
 
-use super::runtime;
+use super::{runtime, status_line};
 use crate::{logging, net, signals};
 
 /// The address book's subcommands.
@@ -84,8 +84,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.max_connections = args.max_connections as usize;
     runtime()?.block_on(async {
         let listener = net::listen(&args.host, args.port).await?;
-        println!("Address book listening on {}", listener.local_addr()?);
-        println!("Press Ctrl+C to quit.");
+        status_line(&format!(
+            "Address book listening on {}",
+            listener.local_addr()?
+        ));
+        status_line("Press Ctrl+C to quit.");
         addressbook::run(listener, config, signals::shutdown_requested()).await?;
         Ok(ExitCode::SUCCESS)
     })

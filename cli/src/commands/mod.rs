@@ -9,3 +9,10 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()?)
 }
+
+/// Prints a server's status line to stdout. A server outlives whoever reads its stdout (a
+/// `| head -1`, a test that only wanted the port), so a closed stdout is ignored rather than fatal.
+pub fn status_line(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use protocol::addressbook::MAX_BODY_LEN;
+use protocol::addressbook::{MAX_BODY_LEN, NOT_FOUND, UNKNOWN_PROTOCOL};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use thiserror::Error;
 
@@ -118,6 +118,11 @@ impl AddressBook {
         let name = name.trim();
         check_field("e-mail", email)?;
         check_field("name", name)?;
+        if name == NOT_FOUND || name == UNKNOWN_PROTOCOL {
+            return Err(format!(
+                "the name {name:?} is what the server answers on errors; clients would read it as one"
+            ));
+        }
         let key = email.to_lowercase();
         if self.names.contains_key(&key) {
             return Err(format!("the e-mail {email:?} is listed twice"));
@@ -270,6 +275,9 @@ mod tests {
         assert_eq!(line, 2);
         assert!(reason.contains("twice"), "{reason}");
         assert_eq!(entry_error("a@b,\n").0, 1);
+        let (line, reason) = entry_error("a@b,Error 404\n");
+        assert_eq!(line, 1);
+        assert!(reason.contains("errors"), "{reason}");
     }
 
     #[test]

@@ -35,9 +35,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// At most this many connections are served at once; more wait in the listen backlog.
     pub max_connections: usize,
-    /// How long a client that broke the protocol may keep sending after its answer before the
-    /// connection is dropped regardless.
-    pub violation_linger: Duration,
+    /// How long closing a connection may wait on the peer: to take its last answers, and, after
+    /// a protocol violation, to stop sending before the connection is dropped regardless.
+    pub close_linger: Duration,
     /// How long shutdown waits for open connections to finish.
     pub shutdown_grace: Duration,
 }
@@ -49,7 +49,7 @@ impl ServerConfig {
             book: Arc::new(book),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
-            violation_linger: Duration::from_secs(2),
+            close_linger: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -194,21 +194,18 @@ async fn finish(
             info!(%peer, %reason, "protocol violation; answering and closing");
             conn.queue(Message::unknown_protocol())
                 .expect("encoding a message cannot fail");
-            if timeout(config.violation_linger, conn.flush())
-                .await
-                .is_err()
-            {
+            if timeout(config.close_linger, conn.flush()).await.is_err() {
                 return;
             }
             // The answer is on its way; the peer may keep sending forever, so the linger bound
             // or a shutdown ends the drain either way.
             tokio::select! {
-                _ = timeout(config.violation_linger, conn.close_after_draining()) => {}
+                _ = timeout(config.close_linger, conn.close_after_draining()) => {}
                 () = cancel.cancelled() => {}
             }
         }
         Ending::Shutdown => {
-            let _ = timeout(config.violation_linger, conn.flush()).await;
+            let _ = timeout(config.close_linger, conn.flush()).await;
             info!(%peer, answered, "connection closed for shutdown");
         }
         Ending::Idle => {

@@ -232,32 +232,11 @@ impl Encoder<&Message> for AddressBookCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
     use proptest::prelude::*;
 
     fn decode_all(bytes: &[u8]) -> Result<Vec<Message>, AddressBookError> {
-        let mut buf = BytesMut::from(bytes);
-        let mut out = Vec::new();
-        while let Some(message) = AddressBookCodec.decode(&mut buf)? {
-            out.push(message);
-        }
-        assert!(buf.is_empty(), "undecoded bytes left: {buf:?}");
-        Ok(out)
-    }
-
-    /// Feeds `bytes` one slice at a time, the cut points given, and collects what decodes.
-    fn decode_in_pieces(bytes: &[u8], cuts: &[usize]) -> Vec<Message> {
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        let mut start = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
-            buf.extend_from_slice(&bytes[start..cut]);
-            start = cut;
-            while let Some(message) = AddressBookCodec.decode(&mut buf).unwrap() {
-                out.push(message);
-            }
-        }
-        assert!(buf.is_empty());
-        out
+        testing::decode_chunked(AddressBookCodec, bytes, &[bytes.len()])
     }
 
     #[test]
@@ -299,11 +278,7 @@ mod tests {
         for message in &sent {
             message.encode(&mut stream);
         }
-        for cut in 0..=stream.len() {
-            assert_eq!(decode_in_pieces(&stream, &[cut]), sent, "cut at {cut}");
-        }
-        let every_byte: Vec<usize> = (1..stream.len()).collect();
-        assert_eq!(decode_in_pieces(&stream, &every_byte), sent);
+        testing::assert_decodes_at_every_split(|| AddressBookCodec, &stream, &sent);
     }
 
     #[test]
@@ -360,15 +335,14 @@ mod tests {
         #[test]
         fn messages_round_trip_through_any_chunking(
             messages in prop::collection::vec(any_message(), 0..20),
-            mut cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+            chunk_sizes in prop::collection::vec(1usize..64, 1..16),
         ) {
             let mut stream = BytesMut::new();
             for message in &messages {
                 AddressBookCodec.encode(message, &mut stream).unwrap();
             }
-            let mut cuts: Vec<usize> = cuts.drain(..).map(|i| i.index(stream.len() + 1)).collect();
-            cuts.sort_unstable();
-            prop_assert_eq!(decode_in_pieces(&stream, &cuts), messages);
+            let decoded = testing::decode_chunked(AddressBookCodec, &stream, &chunk_sizes).unwrap();
+            prop_assert_eq!(decoded, messages);
         }
 
         #[test]

@@ -286,6 +286,7 @@ impl Encoder<Bytes> for ChatCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
     use proptest::prelude::*;
 
     /// Encodes each payload with a default codec into one buffer.
@@ -300,26 +301,8 @@ mod tests {
         wire
     }
 
-    /// Feeds `wire` to a fresh decoder in chunks of the given sizes (cycled), then signals EOF.
     fn decode_chunked(wire: &[u8], chunk_sizes: &[usize]) -> Result<Vec<Bytes>, ChatError> {
-        let mut codec = ChatCodec::default();
-        let mut buf = BytesMut::new();
-        let mut frames = Vec::new();
-        let mut rest = wire;
-        let mut sizes = chunk_sizes.iter().copied().cycle();
-        while !rest.is_empty() {
-            let size = sizes.next().unwrap_or(1).clamp(1, rest.len());
-            let (chunk, tail) = rest.split_at(size);
-            buf.extend_from_slice(chunk);
-            rest = tail;
-            while let Some(frame) = codec.decode(&mut buf)? {
-                frames.push(frame);
-            }
-        }
-        while let Some(frame) = codec.decode_eof(&mut buf)? {
-            frames.push(frame);
-        }
-        Ok(frames)
+        testing::decode_chunked(ChatCodec::default(), wire, chunk_sizes)
     }
 
     fn header(bytes: &[u8; HEADER_LEN]) -> Result<usize, ChatError> {
@@ -395,12 +378,7 @@ mod tests {
         let payloads: [&[u8]; 4] = [b"alice", b"", "ünïcode ☃".as_bytes(), b"bye"];
         let wire = encode_all(&payloads);
         let expected = payloads.map(Bytes::copy_from_slice);
-        for cut in 0..=wire.len() {
-            let frames = decode_chunked(&wire, &[cut.max(1), wire.len()]).expect("valid stream");
-            assert_eq!(frames, expected, "first chunk of {cut} bytes");
-        }
-        let frames = decode_chunked(&wire, &[1]).expect("valid stream");
-        assert_eq!(frames, expected, "one byte at a time");
+        testing::assert_decodes_at_every_split(ChatCodec::default, &wire, &expected);
     }
 
     #[test]

@@ -399,6 +399,7 @@ impl Encoder<Envelope> for EnvelopeCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing;
     use proptest::prelude::*;
 
     fn yoda() -> Envelope {
@@ -426,26 +427,8 @@ mod tests {
         wire
     }
 
-    /// Feeds `wire` to a fresh decoder in chunks of the given sizes (cycled), then signals EOF.
     fn decode_chunked(wire: &[u8], chunk_sizes: &[usize]) -> Result<Vec<Envelope>, ForumError> {
-        let mut codec = EnvelopeCodec::default();
-        let mut buf = BytesMut::new();
-        let mut envelopes = Vec::new();
-        let mut rest = wire;
-        let mut sizes = chunk_sizes.iter().copied().cycle();
-        while !rest.is_empty() {
-            let size = sizes.next().unwrap_or(1).clamp(1, rest.len());
-            let (chunk, tail) = rest.split_at(size);
-            buf.extend_from_slice(chunk);
-            rest = tail;
-            while let Some(envelope) = codec.decode(&mut buf)? {
-                envelopes.push(envelope);
-            }
-        }
-        while let Some(envelope) = codec.decode_eof(&mut buf)? {
-            envelopes.push(envelope);
-        }
-        Ok(envelopes)
+        testing::decode_chunked(EnvelopeCodec::default(), wire, chunk_sizes)
     }
 
     fn sample_envelopes() -> Vec<Envelope> {
@@ -483,12 +466,7 @@ mod tests {
     fn decodes_a_stream_split_at_every_byte_boundary() {
         let envelopes = sample_envelopes();
         let wire = encode_all(&envelopes);
-        for cut in 1..=wire.len() {
-            let decoded = decode_chunked(&wire, &[cut, wire.len()]).expect("valid stream");
-            assert_eq!(decoded, envelopes, "first chunk of {cut} bytes");
-        }
-        let decoded = decode_chunked(&wire, &[1]).expect("valid stream");
-        assert_eq!(decoded, envelopes, "one byte at a time");
+        testing::assert_decodes_at_every_split(EnvelopeCodec::default, &wire, &envelopes);
     }
 
     #[test]

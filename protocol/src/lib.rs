@@ -16,3 +16,6 @@ pub mod chat;
 pub mod forum;
 pub mod framed;
 pub mod record;
+
+#[cfg(test)]
+mod testing;

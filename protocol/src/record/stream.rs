@@ -235,6 +235,7 @@ impl Encoder<&Request> for ClientCodec {
 mod tests {
     use super::super::{RequestKind, RequestType};
     use super::*;
+    use crate::testing;
     use proptest::prelude::*;
 
     /// What the seed's client sends for a write: `json.dumps` of its dict, `client_ID` key,
@@ -252,34 +253,13 @@ mod tests {
         )
     }
 
-    fn decode_all(codec: &mut ServerCodec, buf: &mut BytesMut) -> Vec<Result<Request, BadRequest>> {
-        let mut out = Vec::new();
-        while let Some(item) = codec.decode(buf).unwrap() {
-            out.push(item);
-        }
-        out
-    }
-
-    fn decode_in_pieces(bytes: &[u8], cuts: &[usize]) -> Vec<Result<Request, BadRequest>> {
-        let mut codec = ServerCodec::default();
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        let mut start = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&bytes.len())) {
-            buf.extend_from_slice(&bytes[start..cut]);
-            start = cut;
-            out.extend(decode_all(&mut codec, &mut buf));
-        }
-        assert!(
-            buf.iter().all(u8::is_ascii_whitespace),
-            "left over: {buf:?}"
-        );
-        out
+    fn decode(bytes: &[u8]) -> Vec<Result<Request, BadRequest>> {
+        testing::decode_chunked(ServerCodec::default(), bytes, &[bytes.len()]).unwrap()
     }
 
     #[test]
     fn decodes_the_seed_clients_json_dumps_output() {
-        let decoded = decode_in_pieces(SEED_WRITE, &[]);
+        let decoded = decode(SEED_WRITE);
         assert_eq!(decoded, vec![Ok(seed_write_request())]);
     }
 
@@ -291,17 +271,13 @@ mod tests {
             Ok(Request::new("150210710", RequestKind::Read, "")),
             Ok(Request::new("150210710", RequestKind::Read, "")),
         ];
-        for cut in 0..=stream.len() {
-            assert_eq!(decode_in_pieces(&stream, &[cut]), expected, "cut at {cut}");
-        }
-        let every_byte: Vec<usize> = (1..stream.len()).collect();
-        assert_eq!(decode_in_pieces(&stream, &every_byte), expected);
+        testing::assert_decodes_at_every_split(ServerCodec::default, &stream, &expected);
     }
 
     #[test]
     fn braces_and_quotes_inside_strings_do_not_end_a_value() {
         let text = br#"{"client_id": "a", "type": 1, "data": "}{ \" \\\" ]["}{"client_id": "b", "type": 2}"#;
-        let decoded = decode_in_pieces(text, &[]);
+        let decoded = decode(text);
         assert_eq!(decoded.len(), 2);
         assert_eq!(decoded[0].as_ref().unwrap().data, r#"}{ " \" ]["#);
         assert_eq!(decoded[1].as_ref().unwrap().client_id, "b");
@@ -309,7 +285,7 @@ mod tests {
 
     #[test]
     fn garbage_is_reported_and_the_next_request_still_decodes() {
-        let decoded = decode_in_pieces(b"hello {\"client_id\": \"1\", \"type\": 2}", &[]);
+        let decoded = decode(b"hello {\"client_id\": \"1\", \"type\": 2}");
         assert_eq!(decoded.len(), 2);
         assert!(decoded[0].is_err());
         assert_eq!(decoded[1].as_ref().unwrap().client_id, "1");
@@ -323,7 +299,7 @@ mod tests {
             b"{\"type\": 1}",
             b"{\"client_id\": \"\xff\", \"type\": 1}",
         ] {
-            let decoded = decode_in_pieces(text, &[]);
+            let decoded = decode(text);
             assert!(
                 matches!(&decoded[..], [Err(_)]),
                 "{text:?} gave {decoded:?}"
@@ -333,7 +309,7 @@ mod tests {
 
     #[test]
     fn unknown_type_is_a_request_not_garbage() {
-        let decoded = decode_in_pieces(br#"{"client_id": "1", "type": 9, "data": ""}"#, &[]);
+        let decoded = decode(br#"{"client_id": "1", "type": 9, "data": ""}"#);
         assert_eq!(
             decoded[0].as_ref().unwrap().request_type,
             RequestType::Unknown(9.into())
@@ -409,17 +385,16 @@ mod tests {
         fn requests_round_trip_through_any_chunking(
             requests in prop::collection::vec(any_request(), 0..8),
             separators in prop::collection::vec("[ \t\r\n]{0,2}", 8),
-            mut cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+            chunk_sizes in prop::collection::vec(1usize..64, 1..16),
         ) {
             let mut stream = Vec::new();
             for (request, separator) in requests.iter().zip(&separators) {
                 stream.extend(request.to_bytes().unwrap());
                 stream.extend(separator.as_bytes());
             }
-            let mut cuts: Vec<usize> = cuts.drain(..).map(|i| i.index(stream.len() + 1)).collect();
-            cuts.sort_unstable();
             let expected: Vec<_> = requests.into_iter().map(Ok).collect();
-            prop_assert_eq!(decode_in_pieces(&stream, &cuts), expected);
+            let decoded = testing::decode_chunked(ServerCodec::default(), &stream, &chunk_sizes).unwrap();
+            prop_assert_eq!(decoded, expected);
         }
 
         #[test]

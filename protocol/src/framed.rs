@@ -121,16 +121,6 @@ where
             self.read_buf.clear();
         }
     }
-
-    /// The codec, for reconfiguring it between frames.
-    pub fn codec_mut(&mut self) -> &mut C {
-        &mut self.codec
-    }
-
-    /// The underlying stream.
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
 }
 
 #[cfg(test)]

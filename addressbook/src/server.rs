@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use protocol::addressbook::{AddressBookCodec, Kind, Message};
 use protocol::framed::FramedConnection;
+use server_kit::{ConnectionLimit, accept_waiting};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::time::{sleep, timeout};
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::book::AddressBook;
 
@@ -65,63 +65,26 @@ pub async fn run(
     let config = Arc::new(config);
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let limit = ConnectionLimit::new(config.max_connections);
     info!(
         addr = %listener.local_addr()?,
         entries = config.book.len(),
         "address book server listening"
     );
+    let serve = |stream, peer| {
+        let config = Arc::clone(&config);
+        let cancel = cancel.clone();
+        async move { serve_connection(stream, peer, &config, &cancel).await }
+    };
     tokio::select! {
-        () = accept_loop(&listener, &config, &cancel, &tracker) => {}
+        () = accept_waiting(&listener, &limit, &tracker, serve) => {}
         () = shutdown => info!("address book server shutting down"),
     }
     drop(listener);
     cancel.cancel();
-    tracker.close();
-    if timeout(config.shutdown_grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            connections = tracker.len(),
-            "connections still open after the shutdown grace period; dropping them"
-        );
-    }
+    server_kit::drain(&tracker, config.shutdown_grace).await;
     info!("address book server stopped");
     Ok(())
-}
-
-/// Accepts forever; failures to accept (out of file descriptors, a connection reset before it
-/// was accepted) are logged and retried with a growing pause rather than stopping the server.
-async fn accept_loop(
-    listener: &TcpListener,
-    config: &Arc<ServerConfig>,
-    cancel: &CancellationToken,
-    tracker: &TaskTracker,
-) {
-    let limit = Arc::new(Semaphore::new(config.max_connections));
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let permit = Arc::clone(&limit)
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(10);
-                let config = Arc::clone(config);
-                let cancel = cancel.clone();
-                tracker.spawn(async move {
-                    serve_connection(stream, peer, &config, &cancel).await;
-                    drop(permit);
-                });
-            }
-            Err(err) => {
-                warn!(error = %err, retry_in = ?backoff, "accept failed");
-                sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
 }
 
 /// Why a connection ended.
@@ -139,9 +102,6 @@ async fn serve_connection(
     config: &ServerConfig,
     cancel: &CancellationToken,
 ) {
-    if let Err(err) = stream.set_nodelay(true) {
-        debug!(%peer, error = %err, "could not disable Nagle's algorithm");
-    }
     info!(%peer, "connection opened");
     let mut conn = FramedConnection::new(stream, AddressBookCodec);
     let mut answered = 0u64;

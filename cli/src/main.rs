@@ -5,7 +5,6 @@
 
 mod commands;
 mod logging;
-mod net;
 mod signals;
 
 use std::process::ExitCode;

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -41,18 +41,15 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Binds `127.0.0.1:0` (with a 1024-deep accept queue) and spawns `serve(listener, shutdown)`.
+    /// Binds `127.0.0.1:0` (with the servers' deep accept queue) and spawns `serve(listener, shutdown)`.
     pub async fn start<F, Fut>(serve: F) -> RunningServer
     where
         F: FnOnce(TcpListener, ShutdownSignal) -> Fut,
         Fut: Future<Output = io::Result<()>> + Send + 'static,
     {
-        let socket = TcpSocket::new_v4().expect("a TCP socket");
-        socket
-            .bind(([127, 0, 0, 1], 0).into())
-            .expect("bind loopback");
         // As the `cli` servers do: std's backlog of 128 overflows under the concurrency tests.
-        let listener = socket.listen(1024).expect("listen");
+        let listener =
+            server_kit::listen_on(([127, 0, 0, 1], 0).into()).expect("listen on loopback");
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(serve(listener, ShutdownSignal(stopped)));

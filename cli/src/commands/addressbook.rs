@@ -10,7 +10,7 @@ use addressbook::{AddressBook, Client, ClientError, Lookup, ServerConfig};
 use clap::{Args, Subcommand};
 
 use super::{runtime, status_line};
-use crate::{logging, net, signals};
+use crate::{logging, signals};
 
 /// The address book's subcommands.
 #[derive(Debug, Subcommand)]
@@ -83,7 +83,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.idle_timeout = Duration::from_secs(args.idle_timeout);
     config.max_connections = args.max_connections as usize;
     runtime()?.block_on(async {
-        let listener = net::listen(&args.host, args.port).await?;
+        let listener = server_kit::listen(&args.host, args.port).await?;
         status_line(&format!(
             "Address book listening on {}",
             listener.local_addr()?

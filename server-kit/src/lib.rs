@@ -1,0 +1,20 @@
+//! The runtime pieces every server of the workspace shares, so each service crate holds only its
+//! own protocol logic:
+//!
+//! - [`listen`]: a TCP listener with a deep accept queue and `SO_REUSEADDR`;
+//! - [`accept`]: the accept loop under a connection limit, which either makes newcomers wait
+//!   ([`accept::accept_waiting`]) or hands them to a refusal handler ([`accept::accept_refusing`]),
+//!   retrying failed accepts with back-off;
+//! - [`shutdown`]: waiting for connection tasks within a grace period;
+//! - [`atomic_file`]: replacing a file so that a crash leaves the old or the new content, never a
+//!   mixture.
+
+pub mod accept;
+pub mod atomic_file;
+pub mod listen;
+pub mod shutdown;
+
+pub use accept::{ConnectionLimit, accept_refusing, accept_waiting};
+pub use atomic_file::{remove_leftovers, write_atomically};
+pub use listen::{LISTEN_BACKLOG, listen, listen_on};
+pub use shutdown::drain;

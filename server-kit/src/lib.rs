@@ -7,11 +7,13 @@
 //!   retrying failed accepts with back-off;
 //! - [`shutdown`]: waiting for connection tasks within a grace period;
 //! - [`atomic_file`]: replacing a file so that a crash leaves the old or the new content, never a
-//!   mixture.
+//!   mixture;
+//! - [`password`]: argon2id password hashes and the slow-down after failed log-ins.
 
 pub mod accept;
 pub mod atomic_file;
 pub mod listen;
+pub mod password;
 pub mod shutdown;
 
 pub use accept::{ConnectionLimit, accept_refusing, accept_waiting};

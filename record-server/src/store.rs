@@ -396,3 +396,202 @@ fn first_line_timestamp(files: &Path, id: &RecordId) -> Result<Timestamp, StoreE
     warn!("The file of client {id} has no `Last updated:` line; using its modification time {at}.");
     Ok(at)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/record-v1"
+    );
+
+    struct Folder {
+        _dir: tempfile::TempDir,
+        files: PathBuf,
+        record_file: PathBuf,
+    }
+
+    impl Folder {
+        fn empty() -> Folder {
+            let dir = tempfile::tempdir().unwrap();
+            let files = dir.path().join("data");
+            let record_file = dir.path().join("records.json");
+            Folder {
+                _dir: dir,
+                files,
+                record_file,
+            }
+        }
+
+        /// A writable copy of the seed server's folder.
+        fn fixture() -> Folder {
+            let folder = Folder::empty();
+            fs::create_dir(&folder.files).unwrap();
+            for entry in fs::read_dir(Path::new(FIXTURE).join("data")).unwrap() {
+                let entry = entry.unwrap();
+                fs::copy(entry.path(), folder.files.join(entry.file_name())).unwrap();
+            }
+            fs::copy(Path::new(FIXTURE).join("records.json"), &folder.record_file).unwrap();
+            folder
+        }
+
+        fn open(&self) -> (RecordStore, OpenReport) {
+            RecordStore::open(&self.files, &self.record_file).unwrap()
+        }
+
+        fn index_on_disk(&self) -> RecordIndex {
+            RecordIndex::parse(&fs::read(&self.record_file).unwrap())
+                .unwrap()
+                .index
+        }
+    }
+
+    fn id(text: &str) -> RecordId {
+        RecordId::parse(text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_seed_servers_folder_opens_without_repair() {
+        let folder = Folder::fixture();
+        let before = fs::read(&folder.record_file).unwrap();
+        let (store, report) = folder.open();
+        assert_eq!(report, OpenReport::default());
+        assert_eq!(store.len(), 10);
+        assert_eq!(fs::read(&folder.record_file).unwrap(), before, "untouched");
+        let content = store.read(&id("150999910")).await.unwrap().unwrap();
+        let on_disk = fs::read_to_string(folder.files.join("150999910.txt")).unwrap();
+        assert_eq!(content, on_disk);
+    }
+
+    #[tokio::test]
+    async fn a_missing_empty_or_corrupt_record_file_is_rebuilt_from_first_lines() {
+        for damage in [
+            None,
+            Some(&b""[..]),
+            Some(b"  \n"),
+            Some(b"{\"150999901\": \"20"),
+        ] {
+            let folder = Folder::fixture();
+            let expected = folder.index_on_disk();
+            match damage {
+                None => fs::remove_file(&folder.record_file).unwrap(),
+                Some(bytes) => fs::write(&folder.record_file, bytes).unwrap(),
+            }
+            let (store, report) = folder.open();
+            assert!(report.rebuilt, "{damage:?}");
+            assert_eq!(store.len(), 10);
+            let rebuilt = folder.index_on_disk();
+            for (id, at) in expected.iter() {
+                assert_eq!(rebuilt.get(id), Some(at), "{damage:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn vanished_files_are_dropped_and_unlisted_files_added() {
+        let folder = Folder::fixture();
+        fs::remove_file(folder.files.join("150999903.txt")).unwrap();
+        fs::write(
+            folder.files.join("new_1.txt"),
+            "Last updated: 2025-01-02 03:04:05\nStudent ID: new_1",
+        )
+        .unwrap();
+        fs::write(folder.files.join("not a record.txt"), "ignored").unwrap();
+        fs::write(folder.files.join(".150999901.txt.tmp-1-1"), "torn").unwrap();
+        let (store, report) = folder.open();
+        assert_eq!(report.dropped, ["150999903"]);
+        assert_eq!(report.added, ["new_1"]);
+        assert_eq!(report.leftovers, 1);
+        assert!(!report.rebuilt);
+        assert_eq!(store.len(), 10);
+        let index = folder.index_on_disk();
+        assert_eq!(index.get(&id("150999903")), None);
+        assert_eq!(
+            index.get(&id("new_1")),
+            Timestamp::parse("2025-01-02 03:04:05")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_stamps_the_file_and_the_record_file_alike() {
+        let folder = Folder::empty();
+        let (store, _) = folder.open();
+        let alice = id("alice");
+        let at = store
+            .write(
+                &alice,
+                "Last updated: 1999-01-01 00:00:00\nStudent ID: alice\nName: Alice",
+            )
+            .await
+            .unwrap();
+        let file = fs::read_to_string(folder.files.join("alice.txt")).unwrap();
+        assert_eq!(
+            file,
+            format!("Last updated: {at}\nStudent ID: alice\nName: Alice")
+        );
+        assert_eq!(folder.index_on_disk().get(&alice), Some(at));
+        assert_eq!(store.read(&alice).await.unwrap(), Some(file));
+        assert_eq!(store.read(&id("bob")).await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_to_one_id_leave_one_whole_record() {
+        let folder = Folder::empty();
+        let (store, _) = folder.open();
+        let bodies: Vec<String> = (0..16)
+            .map(|n| format!("Student ID: x\nWriter: {n}\n{}", "y".repeat(20_000 + n)))
+            .collect();
+        let writers: Vec<_> = bodies
+            .iter()
+            .map(|body| {
+                let (store, body) = (store.clone(), body.clone());
+                tokio::spawn(async move { store.write(&id("x"), &body).await.unwrap() })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let file = fs::read_to_string(folder.files.join("x.txt")).unwrap();
+        let (first, body) = file.split_once('\n').unwrap();
+        assert!(
+            bodies.iter().any(|b| b == body),
+            "a whole body, not a mixture"
+        );
+        let at = Timestamp::of_record(&file).unwrap();
+        assert_eq!(first, format!("Last updated: {at}"));
+        assert_eq!(folder.index_on_disk().get(&id("x")), Some(at));
+        let names: Vec<_> = fs::read_dir(&folder.files).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
+    }
+
+    #[tokio::test]
+    async fn restamping_refreshes_stale_records_and_drops_vanished_ones() {
+        let folder = Folder::fixture();
+        let (store, _) = folder.open();
+        let now = Timestamp::parse("2026-11-21 12:00:00").unwrap();
+        let day = Duration::from_secs(86_400);
+        let stale = store.stale(day, now);
+        assert_eq!(stale.len(), 10);
+        fs::remove_file(folder.files.join("150999902.txt")).unwrap();
+        assert_eq!(
+            store.restamp(&id("150999901"), day, now).await.unwrap(),
+            Restamp::Updated
+        );
+        assert_eq!(
+            store.restamp(&id("150999902"), day, now).await.unwrap(),
+            Restamp::Vanished
+        );
+        assert_eq!(
+            store.restamp(&id("150999901"), day, now).await.unwrap(),
+            Restamp::Fresh
+        );
+        store.save().await.unwrap();
+        let file = fs::read_to_string(folder.files.join("150999901.txt")).unwrap();
+        assert!(file.starts_with("Last updated: 2026-11-21 12:00:00\nStudent ID: 150999901\n"));
+        let index = folder.index_on_disk();
+        assert_eq!(index.get(&id("150999901")), Some(now));
+        assert_eq!(index.get(&id("150999902")), None);
+        assert_eq!(index.len(), 9);
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use protocol::addressbook::{
     AddressBookCodec, AddressBookError, Kind, MAX_BODY_LEN, Message, NOT_FOUND, UNKNOWN_PROTOCOL,
 };
-use protocol::framed::FramedConnection;
+use protocol::framed::{self, FramedConnection};
 use thiserror::Error;
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::time::timeout;
@@ -64,13 +64,7 @@ impl ClientError {
     pub fn is_connection_lost(&self) -> bool {
         match self {
             ClientError::Closed => true,
-            ClientError::Io(err) => matches!(
-                err.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof
-            ),
+            ClientError::Io(err) => framed::is_connection_lost(err),
             _ => false,
         }
     }

@@ -19,6 +19,19 @@ pub const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 const INITIAL_READ_CAPACITY: usize = 4 * 1024;
 
+/// True when `err` means the connection ended under us (reset, aborted, broken pipe, closed in
+/// the middle of a frame): a fresh connection may succeed, for instance after the server closed
+/// an idle one.
+pub fn is_connection_lost(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
 /// A byte stream with a codec, its read buffer and its batched write buffer.
 #[derive(Debug)]
 pub struct FramedConnection<T, C> {

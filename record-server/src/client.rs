@@ -5,7 +5,7 @@
 use std::io;
 use std::time::Duration;
 
-use protocol::framed::FramedConnection;
+use protocol::framed::{self, FramedConnection};
 use protocol::record::{
     ClientCodec, READ_MISS, RecordError, Request, RequestKind, Response, ResponseKind,
 };
@@ -62,13 +62,7 @@ impl ClientError {
     pub fn is_connection_lost(&self) -> bool {
         match self {
             ClientError::Closed => true,
-            ClientError::Io(err) => matches!(
-                err.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof
-            ),
+            ClientError::Io(err) => framed::is_connection_lost(err),
             _ => false,
         }
     }

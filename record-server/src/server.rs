@@ -262,10 +262,18 @@ async fn refuse_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shar
 async fn handle(request: Request, session: &mut Session, shared: &Shared) -> Response {
     let client_id = request.client_id.clone();
     let Some(kind) = request.kind() else {
-        info!("Invalid request type from client: {client_id}");
+        info!(
+            "Invalid request type from client: {}",
+            client_id.escape_debug()
+        );
         return Response::error(client_id, INVALID_TYPE);
     };
-    info!("Handling {} request of client: {client_id}", kind.name());
+    // Escaped: an id is the client's text, and must not forge log lines with its own newlines.
+    info!(
+        "Handling {} request of client: {}",
+        kind.name(),
+        client_id.escape_debug()
+    );
     if kind == RequestKind::Info {
         return Response::new(client_id, ResponseKind::Info, status(shared));
     }

@@ -55,6 +55,22 @@ impl Records {
         serde_json::from_slice(&fs::read(self.dir.path().join("records.json")).unwrap()).unwrap()
     }
 
+    /// The stored record of `id` as its timestamp and its body, once checked that records.json
+    /// holds the same timestamp.
+    fn stored(&self, id: &str) -> (String, String) {
+        let file = fs::read_to_string(self.record_path(id)).unwrap();
+        let (first, body) = file.split_once('\n').unwrap_or((&file, ""));
+        let stamp = first
+            .strip_prefix("Last updated: ")
+            .expect("a Last updated line");
+        assert_eq!(
+            self.records_json()[id],
+            stamp,
+            "{id}: records.json and the file agree"
+        );
+        (stamp.to_owned(), body.to_owned())
+    }
+
     async fn connect(&self) -> TcpStream {
         TcpStream::connect(self.server.addr).await.unwrap()
     }
@@ -107,18 +123,14 @@ async fn the_seed_clients_session_writes_then_reads_on_one_connection() {
     let mut stream = records.connect().await;
     assert_eq!(exchange(&mut stream, SEED_WRITE).await, WRITE_OK);
 
-    let stored = fs::read_to_string(records.record_path("150210710")).unwrap();
-    let (first, rest) = stored.split_once('\n').unwrap();
-    assert!(first.starts_with("Last updated: ") && first != "Last updated: 2024-03-18 13:14:33");
+    let (stamp, body) = records.stored("150210710");
+    assert_ne!(stamp, "2024-03-18 13:14:33", "the server's own timestamp");
     assert_eq!(
-        rest,
+        body,
         "Student ID: 150210710\nName: Fatih Baskın\nDate of Birth: 23/11/2000\nCity: Tekirdağ\n\
          Reason: I want to learn about how Internet and WEB works in general and its details"
     );
-    assert_eq!(
-        records.records_json()["150210710"],
-        first.trim_start_matches("Last updated: ")
-    );
+    let stored = fs::read_to_string(records.record_path("150210710")).unwrap();
 
     let read = exchange(&mut stream, SEED_READ).await;
     let expected = to_python_json(&Response::success("150210710", stored.as_str())).unwrap();
@@ -294,17 +306,10 @@ async fn fifty_concurrent_clients_write_and_read_distinct_ids_and_nothing_is_los
     for client in clients {
         ids.push(client.await.unwrap());
     }
-    let index = records.records_json();
-    assert_eq!(index.len(), 50);
+    assert_eq!(records.records_json().len(), 50);
     for id in &ids {
-        let file = fs::read_to_string(records.record_path(id)).unwrap();
-        assert!(file.contains("Round: 2\n"), "{id}: the last write won");
-        let stamp = file
-            .lines()
-            .next()
-            .unwrap()
-            .trim_start_matches("Last updated: ");
-        assert_eq!(index[id.as_str()], stamp, "{id}: index and file agree");
+        let (_, body) = records.stored(id);
+        assert!(body.contains("Round: 2\n"), "{id}: the last write won");
     }
     records.server.stop().await;
 }
@@ -334,13 +339,8 @@ async fn concurrent_writes_to_one_id_leave_one_whole_file() {
     for writer in writers {
         writer.await.unwrap();
     }
-    let file = fs::read_to_string(records.record_path("same")).unwrap();
-    let (first, body) = file.split_once('\n').unwrap();
-    assert!(bodies.iter().any(|b| b == body), "one writer's whole body");
-    assert_eq!(
-        records.records_json()["same"],
-        first.trim_start_matches("Last updated: ")
-    );
+    let (_, body) = records.stored("same");
+    assert!(bodies.contains(&body), "one writer's whole body");
     records.server.stop().await;
 }
 
@@ -374,12 +374,8 @@ async fn the_updater_restamps_records_older_than_the_threshold() {
     })
     .await
     .expect("the updater did not restamp the record within the time limit");
-    let (first, rest) = restamped.split_once('\n').unwrap();
-    assert_eq!(rest, "Student ID: old");
-    assert_eq!(
-        records.records_json()["old"],
-        first.trim_start_matches("Last updated: ")
-    );
+    assert!(restamped.ends_with("\nStudent ID: old"));
+    assert_eq!(records.stored("old").1, "Student ID: old");
     records.server.stop().await;
 }
 
@@ -556,21 +552,15 @@ async fn with_auth_required_each_connection_must_authenticate_for_an_id() {
     alice.write("alice", "Name: Alice").await.unwrap();
     assert!(alice.read("alice").await.unwrap().is_some());
     assert!(
-        alice
-            .read("bob")
+        read_refusal(&mut alice, "bob")
             .await
-            .unwrap_err()
-            .to_string()
             .starts_with("Not authorised")
     );
 
     let mut mallory = connect().await.unwrap();
     assert!(
-        mallory
-            .read("alice")
+        read_refusal(&mut mallory, "alice")
             .await
-            .unwrap_err()
-            .to_string()
             .starts_with("Not authorised")
     );
     let started = tokio::time::Instant::now();
@@ -583,11 +573,8 @@ async fn with_auth_required_each_connection_must_authenticate_for_an_id() {
         "failures slowed down"
     );
     assert!(
-        mallory
-            .read("alice")
+        read_refusal(&mut mallory, "alice")
             .await
-            .unwrap_err()
-            .to_string()
             .starts_with("Not authorised")
     );
 
@@ -623,6 +610,15 @@ async fn shutdown_closes_every_connection_and_keeps_every_acknowledged_write() {
         serde_json::from_slice(&fs::read(dir.path().join("records.json")).unwrap()).unwrap();
     assert!(index.get("150210710").is_some());
     assert!(dir.path().join("data/150210710.txt").exists());
+}
+
+/// The reason a read of `id` is refused.
+async fn read_refusal(client: &mut RecordClient, id: &str) -> String {
+    client
+        .read(id)
+        .await
+        .expect_err("the read should be refused")
+        .to_string()
 }
 
 fn copy_fixture(to: &Path) {

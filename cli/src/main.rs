@@ -5,6 +5,7 @@
 
 mod commands;
 mod logging;
+mod prompt;
 mod signals;
 
 use std::process::ExitCode;
@@ -12,6 +13,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::addressbook::AddressbookCommand;
+use commands::record::RecordCommand;
+use commands::record_server::RecordServerArgs;
 
 /// Reference servers and clients for classic socket-programming systems.
 ///
@@ -27,6 +30,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Record server (seed 000): student records over TCP as JSON, until Ctrl+C or SIGTERM.
+    ///
+    /// Configured like the seed's server.py by a `.env` file (see below), the environment and
+    /// flags. Prints the seed's start-up lines on stdout, then logs each connection, request and
+    /// updater pass on stderr (RUST_LOG, default info). On Ctrl+C or SIGTERM it closes every
+    /// connection, saves the record file and exits 0. The seed's Python client works unchanged.
+    RecordServer(RecordServerArgs),
+    /// Record server clients (seed 000): the seed's interactive menu, and write, read and info
+    /// for scripts.
+    #[command(subcommand)]
+    Record(RecordCommand),
     /// Address book (seed 002): e-mail to name lookup over TCP with a `!cb` Q/R header.
     #[command(subcommand)]
     Addressbook(AddressbookCommand),
@@ -37,11 +51,25 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::RecordServer(args) => commands::record_server::run(args),
+        Command::Record(command) => commands::record::run(command),
         Command::Addressbook(command) => commands::addressbook::run(command),
         Command::Demo => commands::demo::run(),
     };
     outcome.unwrap_or_else(|err| {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", describe_error(&err));
         ExitCode::from(2)
     })
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause its parent's message already
+/// quotes (library errors often end with their source's text, as `... at ADDR: {source}`).
+fn describe_error(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1).map(ToString::to_string) {
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }

@@ -33,6 +33,10 @@ pub enum ClientError {
     /// The server closed the connection before answering.
     #[error("the server closed the connection before answering")]
     Closed,
+    /// An earlier request timed out, so its late answer could be taken for the next one's: the
+    /// connection is not used again.
+    #[error("the connection is out of step after an earlier timeout; connect again")]
+    OutOfStep,
     /// The server answered with an error.
     #[error("{0}")]
     Refused(String),
@@ -61,7 +65,7 @@ impl ClientError {
     /// for instance after the server closed an idle one.
     pub fn is_connection_lost(&self) -> bool {
         match self {
-            ClientError::Closed => true,
+            ClientError::Closed | ClientError::OutOfStep => true,
             ClientError::Io(err) => framed::is_connection_lost(err),
             _ => false,
         }
@@ -99,6 +103,8 @@ impl StudentRecord {
 pub struct RecordClient {
     conn: FramedConnection<TcpStream, ClientCodec>,
     patience: Duration,
+    /// Set when a request timed out: answers may no longer match requests.
+    out_of_step: bool,
 }
 
 impl RecordClient {
@@ -122,14 +128,23 @@ impl RecordClient {
         Ok(RecordClient {
             conn: FramedConnection::new(stream, ClientCodec::default()),
             patience,
+            out_of_step: false,
         })
     }
 
     /// Sends `request` and returns the response as it came, whatever its type.
+    /// After a timeout the connection refuses further requests with
+    /// [`ClientError::OutOfStep`].
     pub async fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
+        if self.out_of_step {
+            return Err(ClientError::OutOfStep);
+        }
         self.conn.send(request).await?;
         match timeout(self.patience, self.conn.read_frame()).await {
-            Err(_) => Err(ClientError::Timeout(self.patience)),
+            Err(_) => {
+                self.out_of_step = true;
+                Err(ClientError::Timeout(self.patience))
+            }
             Ok(Ok(Some(response))) => Ok(response),
             Ok(Ok(None)) => Err(ClientError::Closed),
             Ok(Err(err)) => Err(err.into()),

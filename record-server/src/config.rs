@@ -177,7 +177,7 @@ impl Settings {
         environment: &HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
         let env_file = match &overrides.env_file {
-            Some(path) => Some(cwd.join(path)),
+            Some(path) => Some(resolve(cwd, path)),
             None => Some(cwd.join(DEFAULT_ENV_FILE)).filter(|path| path.is_file()),
         };
         let mut values = match &env_file {
@@ -234,11 +234,19 @@ impl Settings {
             self.port = port;
         }
         if let Some(dir) = &overrides.data_dir {
-            let dir = cwd.join(dir);
+            let dir = resolve(cwd, dir);
             self.file_path = dir.join("data");
             self.record_path = dir;
         }
     }
+}
+
+/// `path` against `base`, without the `.` components that joining leaves (`/srv/./data`).
+fn resolve(base: &Path, path: &Path) -> PathBuf {
+    base.join(path)
+        .components()
+        .filter(|part| *part != std::path::Component::CurDir)
+        .collect()
 }
 
 /// The known keys of a `.env` file, each with the file as its origin. Unknown keys are ignored
@@ -331,7 +339,7 @@ impl Value<'_> {
             Origin::File(file) => file.parent().unwrap_or(cwd).to_owned(),
             _ => cwd.to_owned(),
         };
-        Ok(base.join(path))
+        Ok(resolve(&base, &path))
     }
 
     fn file_name(&self) -> Result<String, ConfigError> {
@@ -406,7 +414,7 @@ mod tests {
             conf.join("data"),
             "relative to the .env folder"
         );
-        assert_eq!(s.record_file_path(), conf.join(".").join("records.json"));
+        assert_eq!(s.record_file_path(), conf.join("records.json"));
         assert_eq!(s.client_timeout, Duration::from_secs(30));
         assert_eq!(s.max_message_bytes, 2048);
         assert!(s.require_auth);

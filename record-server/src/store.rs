@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Local};
 use thiserror::Error;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::index::RecordIndex;
 use crate::record_id::RecordId;
@@ -124,7 +124,10 @@ impl RecordStore {
         }
         let on_disk = list_records(files)?;
         let index = load_index(record_file, files, &on_disk, &mut report)?;
-        let changed = report.rebuilt || !report.dropped.is_empty() || !report.added.is_empty();
+        let changed = report.rebuilt
+            || !report.dropped.is_empty()
+            || !report.added.is_empty()
+            || !record_file.exists();
         if changed {
             server_kit::write_atomically(record_file, &index.to_json())
                 .map_err(StoreError::io("cannot write", record_file))?;
@@ -331,6 +334,10 @@ fn load_index(
         Err(err) if err.kind() == io::ErrorKind::NotFound => "is missing".to_owned(),
         Err(err) => return Err(StoreError::io("cannot read", record_file)(err)),
     };
+    if problem == "is missing" && on_disk.is_empty() {
+        info!("Starting a new record file {}.", record_file.display());
+        return Ok(RecordIndex::default());
+    }
     warn!(
         "The record file {} {problem}; rebuilding it from the {} records in {}.",
         record_file.display(),
@@ -516,7 +523,9 @@ mod tests {
     #[tokio::test]
     async fn a_write_stamps_the_file_and_the_record_file_alike() {
         let folder = Folder::empty();
-        let (store, _) = folder.open();
+        let (store, report) = folder.open();
+        assert_eq!(report, OpenReport::default(), "a new store is not a repair");
+        assert_eq!(fs::read(&folder.record_file).unwrap(), b"{}");
         let alice = id("alice");
         let at = store
             .write(

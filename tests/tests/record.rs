@@ -621,6 +621,29 @@ async fn read_refusal(client: &mut RecordClient, id: &str) -> String {
         .to_string()
 }
 
+#[tokio::test]
+async fn after_a_timeout_the_client_refuses_to_reuse_the_connection() {
+    // A server that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move { listener.accept().await.unwrap() });
+    let mut client = RecordClient::connect(addr, Duration::from_millis(100))
+        .await
+        .unwrap();
+    let first = client.read("x").await.unwrap_err();
+    assert!(
+        matches!(first, record_server::ClientError::Timeout(_)),
+        "{first}"
+    );
+    let second = client.read("x").await.unwrap_err();
+    assert!(
+        matches!(second, record_server::ClientError::OutOfStep),
+        "{second}"
+    );
+    assert!(second.is_connection_lost(), "a caller reconnects");
+    drop(silent.await.unwrap());
+}
+
 fn copy_fixture(to: &Path) {
     fs::create_dir_all(to.join("data")).unwrap();
     for entry in fs::read_dir(Path::new(FIXTURE).join("data")).unwrap() {

@@ -1,6 +1,5 @@
 //! `cli addressbook serve` and `cli addressbook query`.
 
-use std::io::{self, BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +9,9 @@ use addressbook::{AddressBook, Client, ClientError, Lookup, ServerConfig};
 use clap::{Args, Subcommand};
 
 use super::{runtime, status_line};
-use crate::{logging, signals};
+use crate::logging;
+use crate::prompt::Prompter;
+use crate::signals::StopSignals;
 
 /// The address book's subcommands.
 #[derive(Debug, Subcommand)]
@@ -83,13 +84,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.idle_timeout = Duration::from_secs(args.idle_timeout);
     config.max_connections = args.max_connections as usize;
     runtime()?.block_on(async {
+        let signals = StopSignals::install()?;
         let listener = server_kit::listen(&args.host, args.port).await?;
         status_line(&format!(
             "Address book listening on {}",
             listener.local_addr()?
         ));
         status_line("Press Ctrl+C to quit.");
-        addressbook::run(listener, config, signals::shutdown_requested()).await?;
+        addressbook::run(listener, config, signals.shutdown()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -182,49 +184,5 @@ impl<'a> Session<'a> {
             .client
             .insert(Client::connect(self.server, self.reply_timeout).await?);
         client.lookup(email).await
-    }
-}
-
-/// Reads answers from stdin, showing prompts only when a person is typing: a script piping input
-/// gets nothing on stdout but the answers.
-struct Prompter {
-    lines: io::Lines<io::StdinLock<'static>>,
-    show_prompts: bool,
-}
-
-impl Prompter {
-    fn new() -> Self {
-        let stdin = io::stdin();
-        Prompter {
-            show_prompts: stdin.is_terminal(),
-            lines: stdin.lock().lines(),
-        }
-    }
-
-    /// The next line, trimmed; `None` at end of input.
-    fn ask(&mut self, prompt: &str) -> io::Result<Option<String>> {
-        if self.show_prompts {
-            print!("{prompt}");
-            io::stdout().flush()?;
-        }
-        Ok(self
-            .lines
-            .next()
-            .transpose()?
-            .map(|line| line.trim().to_owned()))
-    }
-
-    /// Asks until the answer is yes or no; end of input counts as no.
-    fn ask_yes_no(&mut self, prompt: &str) -> io::Result<bool> {
-        loop {
-            let Some(answer) = self.ask(prompt)? else {
-                return Ok(false);
-            };
-            match answer.to_ascii_lowercase().as_str() {
-                "y" | "yes" => return Ok(true),
-                "n" | "no" => return Ok(false),
-                _ => eprintln!("Please answer y or n."),
-            }
-        }
     }
 }

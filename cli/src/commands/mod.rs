@@ -2,6 +2,8 @@
 
 pub mod addressbook;
 pub mod demo;
+pub mod record;
+pub mod record_server;
 
 /// A multi-threaded tokio runtime for one command.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

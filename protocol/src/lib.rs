@@ -16,6 +16,7 @@ pub mod chat;
 pub mod forum;
 pub mod framed;
 pub mod record;
+pub mod reliable;
 
 #[cfg(test)]
 mod testing;

@@ -1,0 +1,121 @@
+//! The reliable-datagram layer: messages delivered exactly once and in order over a datagram
+//! channel that drops, duplicates, reorders and delays, sans-IO in the shape of quinn-proto.
+//!
+//! - [`header`]: the 32-byte packet header, byte by byte.
+//! - [`connection`]: [`Connection`], one end's state machine: `handle_datagram(now, bytes)`,
+//!   `handle_timeout(now)`, `poll_transmit(now)`, `poll_timeout()`, `poll_event()`, `send`,
+//!   `recv`.
+//! - [`receive`]: the receiving half, reassembly and in-order delivery in bounded buffers.
+//! - [`rtt`]: RFC 6298 round-trip estimation and retransmission timeout.
+//!
+//! There are no sockets and no clock here: time is an `Instant` passed in. The tokio driver that
+//! runs connections over a `UdpSocket` lives in `server-kit`.
+
+pub mod connection;
+pub mod header;
+pub mod receive;
+pub mod rtt;
+
+use std::time::Duration;
+
+pub use connection::{Connection, SendError};
+pub use header::{HEADER_LEN, Header, HeaderError, PacketType};
+
+/// Limits and timers of a connection; both ends should use the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The largest datagram sent, header included (default 1200, safe on any path).
+    pub max_datagram_size: usize,
+    /// The largest message (default 1 MiB).
+    pub max_message_size: usize,
+    /// Packets sent and not yet acknowledged at most (default 256).
+    pub max_in_flight: usize,
+    /// Bytes queued for sending at most, beyond one message (default 4 MiB).
+    pub max_send_queue: usize,
+    /// Delivered bytes the application has not taken yet, at most; past it packets are dropped
+    /// unacknowledged until it takes some (default 4 MiB).
+    pub max_receive_buffer: usize,
+    /// The retransmission timeout before any RTT sample (default 200 ms).
+    pub initial_rto: Duration,
+    /// The floor of the retransmission timeout (default 20 ms, suited to loopback and LAN).
+    pub min_rto: Duration,
+    /// The cap of the retransmission timeout (default 1 s).
+    pub max_rto: Duration,
+    /// Sends of one packet without an ack after which the peer is dead (default 10).
+    pub max_retransmissions: u32,
+    /// How long an ack may wait for a second packet to acknowledge (default 5 ms).
+    pub ack_delay: Duration,
+    /// A ping is sent after this long with nothing sent (default 5 s).
+    pub keep_alive: Duration,
+    /// The connection ends after this long with nothing received (default 30 s).
+    pub idle_timeout: Duration,
+    /// A message left incomplete (or packets left waiting for a gap) this long ends the
+    /// connection (default 30 s).
+    pub reassembly_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_datagram_size: 1200,
+            max_message_size: 1024 * 1024,
+            max_in_flight: 256,
+            max_send_queue: 4 * 1024 * 1024,
+            max_receive_buffer: 4 * 1024 * 1024,
+            initial_rto: Duration::from_millis(200),
+            min_rto: Duration::from_millis(20),
+            max_rto: Duration::from_secs(1),
+            max_retransmissions: 10,
+            ack_delay: Duration::from_millis(5),
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            reassembly_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The connection is open (client: its hello was acknowledged; server: a hello arrived).
+    Connected,
+    /// A packet went unacknowledged through every retransmission: the peer is gone.
+    PeerDead,
+    /// The peer closed the connection after everything it sent, all delivered.
+    ClosedByPeer,
+    /// Our close and everything before it were acknowledged.
+    Closed,
+    /// Nothing arrived for the idle timeout.
+    IdleTimeout,
+    /// The peer broke the protocol; the connection is closed.
+    ProtocolViolation(&'static str),
+}
+
+/// Counters of one connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams produced by `poll_transmit`.
+    pub datagrams_sent: u64,
+    /// Datagrams fed to `handle_datagram`.
+    pub datagrams_received: u64,
+    /// Packets sent again.
+    pub retransmissions: u64,
+    /// Packets received again, dropped.
+    pub duplicates_dropped: u64,
+    /// Datagrams that were not packets at all.
+    pub garbage_dropped: u64,
+    /// Packets of another connection.
+    pub foreign_dropped: u64,
+    /// Datagrams arriving after the connection closed.
+    pub stale_dropped: u64,
+    /// Packets dropped for lack of buffer room (they are sent again).
+    pub no_room_dropped: u64,
+    /// Messages queued by `send`.
+    pub messages_sent: u64,
+    /// Messages handed out by `recv`.
+    pub messages_delivered: u64,
+    /// The smoothed round-trip time, once measured.
+    pub rtt: Option<Duration>,
+    /// The current retransmission timeout.
+    pub rto: Duration,
+}

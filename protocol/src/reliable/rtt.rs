@@ -1,0 +1,101 @@
+//! The round-trip time estimate and retransmission timeout of RFC 6298.
+//!
+//! The first sample R sets SRTT = R and RTTVAR = R/2; each later one updates
+//! RTTVAR = 3/4 RTTVAR + 1/4 |SRTT - R| and SRTT = 7/8 SRTT + 1/8 R; RTO = SRTT + max(G, 4 RTTVAR),
+//! kept between a floor and a cap. A timeout doubles the RTO (up to the cap) until the next
+//! sample. Samples come only from packets sent once (Karn's rule): the caller does not offer the
+//! others.
+
+use std::time::Duration;
+
+/// The clock granularity G.
+const GRANULARITY: Duration = Duration::from_millis(1);
+
+/// SRTT, RTTVAR and the current RTO.
+#[derive(Debug, Clone)]
+pub struct RttEstimator {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    min_rto: Duration,
+    max_rto: Duration,
+}
+
+impl RttEstimator {
+    /// An estimator with no sample yet: the RTO is `initial`, always kept in `min..=max`.
+    pub fn new(initial: Duration, min_rto: Duration, max_rto: Duration) -> RttEstimator {
+        RttEstimator {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto: initial.clamp(min_rto, max_rto),
+            min_rto,
+            max_rto,
+        }
+    }
+
+    /// Takes a round-trip sample from a packet sent exactly once.
+    pub fn on_sample(&mut self, rtt: Duration) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(rtt);
+                self.rttvar = rtt / 2;
+            }
+            Some(srtt) => {
+                let deviation = srtt.abs_diff(rtt);
+                self.rttvar = self.rttvar * 3 / 4 + deviation / 4;
+                self.srtt = Some(srtt * 7 / 8 + rtt / 8);
+            }
+        }
+        let srtt = self.srtt.expect("set above");
+        self.rto = (srtt + (4 * self.rttvar).max(GRANULARITY)).clamp(self.min_rto, self.max_rto);
+    }
+
+    /// A retransmission timer expired: back off.
+    pub fn on_timeout(&mut self) {
+        self.rto = (self.rto * 2).min(self.max_rto);
+    }
+
+    /// The retransmission timeout now.
+    pub fn rto(&self) -> Duration {
+        self.rto
+    }
+
+    /// The smoothed round-trip time, once there is a sample.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn follows_rfc_6298() {
+        let mut rtt = RttEstimator::new(ms(1000), ms(10), ms(60_000));
+        assert_eq!(rtt.rto(), ms(1000));
+        rtt.on_sample(ms(100));
+        assert_eq!(rtt.srtt(), Some(ms(100)));
+        assert_eq!(rtt.rto(), ms(100 + 4 * 50));
+        rtt.on_sample(ms(200));
+        // RTTVAR = 3/4*50 + 1/4*100 = 62.5; SRTT = 87.5 + 25 = 112.5
+        assert_eq!(rtt.srtt(), Some(Duration::from_micros(112_500)));
+        assert_eq!(rtt.rto(), Duration::from_micros(112_500 + 250_000));
+    }
+
+    #[test]
+    fn timeouts_double_up_to_the_cap_and_the_floor_holds() {
+        let mut rtt = RttEstimator::new(ms(50), ms(20), ms(300));
+        rtt.on_timeout();
+        assert_eq!(rtt.rto(), ms(100));
+        rtt.on_timeout();
+        rtt.on_timeout();
+        assert_eq!(rtt.rto(), ms(300));
+        rtt.on_sample(Duration::from_micros(50));
+        assert_eq!(rtt.rto(), ms(20), "the floor, suited to loopback");
+    }
+}

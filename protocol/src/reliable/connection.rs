@@ -5,29 +5,55 @@
 //! ([`Connection::poll_event`]) and delivered messages ([`Connection::recv`]).
 //!
 //! Sending: a message is cut into fragments that fit the datagram size, each a data packet with
-//! the next packet number. At most `max_in_flight` packets are unacknowledged at once. A packet
-//! is sent again when the retransmission timer (RFC 6298, see [`super::rtt`]) expires, or when
-//! acks show that three packets sent after it arrived while it did not (a gap in the selective
-//! acks); a duplicate ack alone never triggers a retransmission. A retransmitted packet keeps its
-//! number and gives no RTT sample (Karn's rule). A packet sent `max_retransmissions` times
-//! without an ack means the peer is dead.
+//! the next packet number. At most `max_in_flight` packets are unacknowledged at once, and a new
+//! packet goes only if its number is at most [`SACK_BITS`] past the oldest unacknowledged one:
+//! the receiver can then acknowledge every packet the moment it arrives, and no packet waits
+//! unacknowledged behind a gap until its timer expires. A packet is sent again
+//! - when its retransmission timer expires: the RTO (RFC 6298, see [`super::rtt`]) after its last
+//!   send; each expiry doubles the RTO until the next RTT sample; or
+//! - on a gap in the acks: a packet sent after it has been acknowledged, and it has gone
+//!   unacknowledged since its last send for SRTT + 4 RTTVAR (the RTO before its floor, cap and
+//!   back-off: a time threshold as in RFC 9002, wide enough that the reordering a network does
+//!   within the usual variation of the round-trip time is not taken for loss).
+//!
+//! A duplicate ack alone never triggers a retransmission: it acknowledges nothing new, so it
+//! shows no new gap. A retransmitted packet keeps its number and gives no RTT sample (Karn's
+//! rule); as it is unknown which of its sends arrived, gap detection counts it as sent at its
+//! first send. The peer is dead when one packet's timer has expired `max_retransmissions` + 1
+//! times in a row with nothing at all received from the peer since the send before each expiry:
+//! a silent peer, not merely a lossy or a busy one (an expiry while the peer is heard from still
+//! retransmits, but starts the count again). An ack of a packet never sent is a protocol
+//! violation.
 //!
 //! Receiving: see [`super::receive`]. Acks are sent for every second packet, at once for a
-//! packet out of order or a duplicate, and otherwise after `ack_delay`.
+//! packet out of order, a duplicate or a packet dropped for want of room (the application is not
+//! reading: the ack shows no progress but tells the peer we are alive), and otherwise after
+//! `ack_delay`; every packet sent carries the current ack.
+//!
+//! Closing: [`Connection::close`] queues a close packet after everything sent so far; once it and
+//! everything before it are acknowledged, [`Event::Closed`]. The peer's close, taken in order
+//! after everything it sent, gives [`Event::ClosedByPeer`]; if we had not closed too, whatever we
+//! had not had acknowledged is dropped. When both close at once, each end gets both events. After
+//! that the connection drains: it sends nothing new but still acknowledges, so that a peer whose
+//! ack was lost can finish, until nothing has arrived for `max_retransmissions` + 1 maximum RTOs
+//! (as long as such a peer keeps trying: it sends again at least once per maximum RTO). Then it
+//! is closed, and datagrams that still arrive are counted as stale.
+//!
+//! Liveness: a ping is sent after `keep_alive` with nothing sent while nothing is
+//! unacknowledged. The connection ends with [`Event::IdleTimeout`] after `idle_timeout` with
+//! nothing received, and with a protocol violation when a message stays incomplete (or packets
+//! wait for a gap) for `reassembly_timeout` with no progress.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::header::{HEADER_LEN, Header, PacketType};
-use super::receive::{Arrival, Control, Receiver};
+use super::header::{HEADER_LEN, Header, PacketType, SACK_BITS};
+use super::receive::{Arrival, Control, Receiver, expand};
 use super::rtt::RttEstimator;
 use super::{Config, Event, Stats};
-
-/// Packets acked after a packet, sent later than it, before it is taken for lost.
-const REORDER_THRESHOLD: u64 = 3;
 
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -57,28 +83,37 @@ enum State {
     Established,
     /// We queued a close; waiting for everything up to it to be acknowledged.
     Closing,
-    /// The peer closed; acks are still sent until the deadline, then the connection is closed.
-    Draining(Instant),
+    /// Finished (closed by us, by the peer or both): nothing new is sent, acks still are, until
+    /// nothing has arrived for a while.
+    Draining,
     /// Nothing more happens.
     Closed,
 }
 
 /// A reliable packet queued or in flight.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Outgoing {
+    /// Its packet number; the header carries the low 32 bits.
+    number: u64,
     header: Header,
     payload: Bytes,
 }
 
+/// A packet sent and not yet acknowledged.
 #[derive(Debug)]
 struct InFlight {
     packet: Outgoing,
     first_sent: Instant,
     last_sent: Instant,
-    /// The transmission counter at the last send, for gap detection.
+    /// The transmission counter at the first send.
+    first_transmission: u64,
+    /// The transmission counter at the last send: its key in `Connection::by_transmission`.
     transmission: u64,
     sends: u32,
-    queued_for_retransmission: bool,
+    /// Timer expiries in a row with nothing received from the peer since the send before.
+    silent_expiries: u32,
+    /// Declared lost and waiting in `Connection::lost` to be sent again.
+    lost: bool,
 }
 
 /// One end of a connection.
@@ -87,13 +122,25 @@ pub struct Connection {
     config: Config,
     connection_id: u32,
     state: State,
-    next_packet_number: u32,
+    /// Whether [`Event::Connected`] has been given.
+    connected: bool,
+    next_packet_number: u64,
     next_message_id: u32,
     queue: VecDeque<Outgoing>,
     queued_bytes: usize,
-    in_flight: BTreeMap<u32, InFlight>,
-    retransmit: VecDeque<u32>,
+    /// Packets sent and not acknowledged, by number.
+    in_flight: BTreeMap<u64, InFlight>,
+    /// Bit `i`: packet `sent_end() - 1 - i` is in `in_flight` (none is further below, see
+    /// [`Connection::may_send_new`]).
+    in_flight_bits: u128,
+    /// The packets of `in_flight` not declared lost, by the transmission counter at their last
+    /// send, which orders them by the time of their last send too.
+    by_transmission: BTreeMap<u64, u64>,
+    /// Packets declared lost, to send again first.
+    lost: VecDeque<u64>,
+    /// Reliable packets sent, retransmissions included.
     transmissions: u64,
+    /// The largest first transmission counter of a packet acknowledged.
     largest_acked_transmission: u64,
     rtt: RttEstimator,
     receiver: Receiver,
@@ -117,11 +164,12 @@ impl Connection {
     /// The server end, for a datagram that opened a connection (see [`Connection::is_hello`]);
     /// the datagram itself is handled too. `None` if it is not a hello.
     pub fn server(datagram: &[u8], config: Config, now: Instant) -> Option<Connection> {
-        let (header, _) = Header::decode(datagram).ok()?;
-        if header.packet_type != PacketType::Hello || header.packet_number != 0 {
+        if !Connection::is_hello(datagram) {
             return None;
         }
+        let (header, _) = Header::decode(datagram).ok()?;
         let mut connection = Connection::new(header.connection_id, config, State::Established, now);
+        connection.connected = true;
         connection.events.push_back(Event::Connected);
         connection.handle_datagram(now, datagram);
         Some(connection)
@@ -133,22 +181,21 @@ impl Connection {
     }
 
     fn new(connection_id: u32, config: Config, state: State, now: Instant) -> Connection {
-        let receiver = Receiver::new(
-            config.max_in_flight as u32 * 2,
-            config.max_message_size,
-            config.max_receive_buffer,
-        );
+        let receiver = Receiver::new(config.max_message_size, config.max_receive_buffer);
         Connection {
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             receiver,
             connection_id,
             state,
+            connected: false,
             next_packet_number: 0,
             next_message_id: 1,
             queue: VecDeque::new(),
             queued_bytes: 0,
             in_flight: BTreeMap::new(),
-            retransmit: VecDeque::new(),
+            in_flight_bits: 0,
+            by_transmission: BTreeMap::new(),
+            lost: VecDeque::new(),
             transmissions: 0,
             largest_acked_transmission: 0,
             ack_due: None,
@@ -186,12 +233,14 @@ impl Connection {
         self.queue.is_empty() && self.in_flight.is_empty()
     }
 
-    /// Bytes queued or in flight, not yet acknowledged.
+    /// Bytes queued or in flight, not yet acknowledged: at most the larger of
+    /// `max_send_queue` and `max_message_size`.
     pub fn unacknowledged_bytes(&self) -> usize {
         self.queued_bytes
     }
 
-    /// Bytes held on the receiving side.
+    /// Bytes held on the receiving side: at most the larger of `max_receive_buffer` and
+    /// `max_message_size`.
     pub fn buffered_bytes(&self) -> usize {
         self.receiver.buffered_bytes()
     }
@@ -259,26 +308,27 @@ impl Connection {
             self.stats.stale_dropped += 1;
             return;
         }
-        let (header, payload) = match Header::decode(datagram) {
-            Ok(decoded) => decoded,
-            Err(_) => {
-                self.stats.garbage_dropped += 1;
-                return;
-            }
+        let Ok((header, payload)) = Header::decode(datagram) else {
+            self.stats.garbage_dropped += 1;
+            return;
         };
         if header.connection_id != self.connection_id {
             self.stats.foreign_dropped += 1;
             return;
         }
         self.last_received = now;
-        self.on_ack(now, header.ack, header.sack);
-        if header.packet_type.is_reliable() {
-            let payload = Bytes::copy_from_slice(payload);
-            self.on_reliable(now, header, payload);
+        if let Err(violation) = self.on_ack(now, header.ack, header.sack) {
+            self.fail(Event::ProtocolViolation(violation));
+            return;
         }
+        if header.packet_type.is_reliable() {
+            self.on_reliable(now, header, Bytes::copy_from_slice(payload));
+        }
+        self.finish_close();
     }
 
     fn on_reliable(&mut self, now: Instant, header: Header, payload: Bytes) {
+        let was_waiting = self.receiver.is_waiting();
         let mut controls = Vec::new();
         match self.receiver.on_packet(header, payload, &mut controls) {
             Ok(Arrival::Progress) => {
@@ -287,35 +337,45 @@ impl Connection {
                 let urgent = self.unacked_received >= 2 || header.packet_type != PacketType::Data;
                 self.schedule_ack(now, urgent);
             }
-            Ok(Arrival::Held) => self.schedule_ack(now, true),
+            Ok(Arrival::Held) => {
+                if !was_waiting {
+                    self.last_progress = now;
+                }
+                self.schedule_ack(now, true);
+            }
             Ok(Arrival::Duplicate) => {
                 self.stats.duplicates_dropped += 1;
                 self.schedule_ack(now, true);
             }
-            Ok(Arrival::NoRoom) => self.stats.no_room_dropped += 1,
-            Err(violation) => {
-                self.fail(Event::ProtocolViolation(violation.0));
-                return;
+            Ok(Arrival::NoRoom) => {
+                // Waiting for our application: not the peer's lack of progress. The ack shows
+                // no progress, so it asks for nothing, but tells the peer we are here.
+                self.last_progress = now;
+                self.stats.no_room_dropped += 1;
+                self.schedule_ack(now, true);
             }
+            Err(violation) => return self.fail(Event::ProtocolViolation(violation.0)),
         }
         for control in controls {
             match control {
-                Control::Close => self.on_peer_close(now),
+                Control::Close => self.on_peer_close(),
             }
         }
     }
 
-    fn on_peer_close(&mut self, now: Instant) {
-        if matches!(
-            self.state,
-            State::Connecting | State::Established | State::Closing
-        ) {
-            self.events.push_back(Event::ClosedByPeer);
-            self.queue.clear();
-            self.queued_bytes = 0;
-            self.in_flight.clear();
-            self.retransmit.clear();
-            self.state = State::Draining(now + self.rtt.rto() * 3);
+    fn on_peer_close(&mut self) {
+        self.events.push_back(Event::ClosedByPeer);
+        if matches!(self.state, State::Connecting | State::Established) {
+            self.abandon_sending();
+            self.state = State::Draining;
+        }
+    }
+
+    /// Closing, once everything up to our close is acknowledged, becomes draining.
+    fn finish_close(&mut self) {
+        if self.state == State::Closing && self.is_idle() {
+            self.state = State::Draining;
+            self.events.push_back(Event::Closed);
         }
     }
 
@@ -328,142 +388,232 @@ impl Connection {
         self.ack_due = Some(self.ack_due.map_or(due, |d| d.min(due)));
     }
 
+    /// The number of the first packet not sent yet.
+    fn sent_end(&self) -> u64 {
+        self.queue
+            .front()
+            .map_or(self.next_packet_number, |packet| packet.number)
+    }
+
     /// Applies the peer's acknowledgement of our packets.
-    fn on_ack(&mut self, now: Instant, ack: u32, sack: u64) {
-        let acked: Vec<u32> = self
-            .in_flight
-            .keys()
-            .copied()
-            .filter(|&number| is_acked(number, ack, sack))
-            .collect();
+    fn on_ack(&mut self, now: Instant, ack: u32, sack: u64) -> Result<(), &'static str> {
+        let sent_end = self.sent_end();
+        let ack = expand(sent_end, ack);
+        let highest_sacked = ack + u64::from(SACK_BITS - sack.leading_zeros());
+        if ack > sent_end || (sack != 0 && highest_sacked >= sent_end) {
+            return Err("an ack of a packet never sent");
+        }
         let mut sample = None;
-        for number in acked {
-            let packet = self.in_flight.remove(&number).expect("listed above");
-            self.queued_bytes -= packet.packet.payload.len();
-            self.largest_acked_transmission =
-                self.largest_acked_transmission.max(packet.transmission);
-            if packet.sends == 1 {
-                sample = Some(now - packet.first_sent);
-            }
-            if packet.packet.header.packet_type == PacketType::Hello
-                && self.state == State::Connecting
-            {
+        while self
+            .in_flight
+            .first_key_value()
+            .is_some_and(|(&n, _)| n < ack)
+        {
+            let (number, packet) = self.in_flight.pop_first().expect("checked");
+            self.on_acked(number, packet, &mut sample);
+        }
+        for number in self.selectively_acked(sent_end, ack, sack) {
+            let packet = self.in_flight.remove(&number).expect("in flight");
+            self.on_acked(number, packet, &mut sample);
+        }
+        if let Some((_, first_sent)) = sample {
+            self.rtt
+                .on_sample(now.saturating_duration_since(first_sent));
+        }
+        self.detect_lost(now);
+        Ok(())
+    }
+
+    /// The packets in flight that bitmap `sack` after cumulative `ack` reports, found through
+    /// `in_flight_bits` (the bitmap mostly repeats what earlier acks said).
+    fn selectively_acked(
+        &self,
+        sent_end: u64,
+        ack: u64,
+        sack: u64,
+    ) -> impl Iterator<Item = u64> + use<> {
+        // Bit 63 - j of the reversed bitmap reports packet ack + 1 + j, which is bit
+        // sent_end - ack - 2 - j of `in_flight_bits`: shift by sent_end - ack - 65.
+        let reversed = u128::from(sack.reverse_bits());
+        let aligned = match (sent_end - ack).checked_sub(65) {
+            Some(shift) if shift >= 128 => 0,
+            Some(shift) => reversed << shift,
+            None => reversed >> (65 - (sent_end - ack)),
+        };
+        let mut acked = self.in_flight_bits & aligned;
+        std::iter::from_fn(move || {
+            let bit = (acked != 0).then(|| acked.trailing_zeros())?;
+            acked &= acked - 1;
+            Some(sent_end - 1 - u64::from(bit))
+        })
+    }
+
+    /// Forgets an acknowledged packet. `sample` keeps the send time of the last-sent packet
+    /// acknowledged that was sent only once (Karn's rule), by its transmission counter.
+    fn on_acked(&mut self, number: u64, packet: InFlight, sample: &mut Option<(u64, Instant)>) {
+        self.in_flight_bits &= !(1 << (self.sent_end() - 1 - number));
+        self.queued_bytes -= packet.packet.payload.len();
+        if !packet.lost {
+            self.by_transmission.remove(&packet.transmission);
+        }
+        self.largest_acked_transmission = self
+            .largest_acked_transmission
+            .max(packet.first_transmission);
+        if packet.sends == 1 && sample.is_none_or(|(latest, _)| packet.transmission > latest) {
+            *sample = Some((packet.transmission, packet.first_sent));
+        }
+        if packet.packet.header.packet_type == PacketType::Hello && !self.connected {
+            self.connected = true;
+            self.events.push_back(Event::Connected);
+            if self.state == State::Connecting {
                 self.state = State::Established;
-                self.events.push_back(Event::Connected);
             }
-        }
-        if let Some(rtt) = sample {
-            self.rtt.on_sample(rtt);
-        }
-        self.detect_gaps();
-        if self.state == State::Closing && self.is_idle() {
-            self.state = State::Closed;
-            self.events.push_back(Event::Closed);
         }
     }
 
-    /// Queues for retransmission every packet that three later-sent packets overtook.
-    fn detect_gaps(&mut self) {
-        for (&number, packet) in &mut self.in_flight {
-            if !packet.queued_for_retransmission
-                && packet.transmission + REORDER_THRESHOLD <= self.largest_acked_transmission
-            {
-                packet.queued_for_retransmission = true;
-                self.retransmit.push_back(number);
+    /// How long a packet goes unacknowledged, after a later one was, before it counts as lost.
+    fn loss_delay(&self) -> Duration {
+        self.rtt.expected_ack_within().unwrap_or(self.rtt.rto())
+    }
+
+    /// Declares lost every packet sent before one acknowledged and unacknowledged for the loss
+    /// delay since its last send.
+    fn detect_lost(&mut self, now: Instant) {
+        let delay = self.loss_delay();
+        while let Some((&transmission, number)) = self.by_transmission.first_key_value() {
+            let last_sent = self.in_flight[number].last_sent;
+            if transmission >= self.largest_acked_transmission || now < last_sent + delay {
+                break;
             }
+            self.declare_first_lost();
+        }
+    }
+
+    /// Declares lost every packet unacknowledged for an RTO since its last send, backing off;
+    /// or the peer dead if one of them expired too often without a word from the peer.
+    fn on_retransmission_timer(&mut self, now: Instant) {
+        let rto = self.rtt.rto();
+        let mut expired = false;
+        while let Some((_, &number)) = self.by_transmission.first_key_value() {
+            let heard_from = self.last_received;
+            let packet = self.in_flight.get_mut(&number).expect("in flight");
+            if now < packet.last_sent + rto {
+                break;
+            }
+            if heard_from <= packet.last_sent {
+                packet.silent_expiries += 1;
+            } else {
+                packet.silent_expiries = 0;
+            }
+            if packet.silent_expiries > self.config.max_retransmissions {
+                return self.fail(Event::PeerDead);
+            }
+            self.declare_first_lost();
+            expired = true;
+        }
+        if expired {
+            self.rtt.on_timeout();
+        }
+    }
+
+    /// Moves the packet sent longest ago, not declared lost yet, to the retransmission queue.
+    fn declare_first_lost(&mut self) {
+        let Some((_, number)) = self.by_transmission.pop_first() else {
+            return;
+        };
+        if let Some(packet) = self.in_flight.get_mut(&number) {
+            packet.lost = true;
+            self.lost.push_back(number);
         }
     }
 
     /// Handles every deadline that has passed by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
-            State::Closed => return,
-            State::Draining(until) if now >= until => {
-                self.state = State::Closed;
-                return;
+            State::Closed => {}
+            State::Draining => {
+                if now >= self.last_received + self.drain_period() {
+                    self.state = State::Closed;
+                    self.receiver.clear();
+                }
             }
-            _ => {}
-        }
-        if now >= self.last_received + self.config.idle_timeout {
-            self.fail(Event::IdleTimeout);
-            return;
-        }
-        if self.receiver.is_waiting() && now >= self.last_progress + self.config.reassembly_timeout
-        {
-            self.receiver.clear();
-            self.fail(Event::ProtocolViolation("an incomplete message expired"));
-            return;
-        }
-        self.on_retransmission_timer(now);
-        if self.state == State::Established
-            && self.is_idle()
-            && now >= self.last_reliable_sent + self.config.keep_alive
-        {
-            self.push_reliable(PacketType::Ping, 0, 0, 0, Bytes::new());
+            _ => self.handle_open_timers(now),
         }
     }
 
-    fn on_retransmission_timer(&mut self, now: Instant) {
-        let rto = self.rtt.rto();
-        let expired: Vec<u32> = self
-            .in_flight
-            .iter()
-            .filter(|(_, p)| !p.queued_for_retransmission && now >= p.last_sent + rto)
-            .map(|(&number, _)| number)
-            .collect();
-        if expired.is_empty() {
-            return;
+    fn handle_open_timers(&mut self, now: Instant) {
+        if now >= self.last_received + self.config.idle_timeout {
+            return self.fail(Event::IdleTimeout);
         }
-        self.rtt.on_timeout();
-        for number in expired {
-            let packet = self.in_flight.get_mut(&number).expect("listed above");
-            if packet.sends > self.config.max_retransmissions {
-                self.fail(Event::PeerDead);
-                return;
-            }
-            packet.queued_for_retransmission = true;
-            self.retransmit.push_back(number);
+        if self.reassembly_deadline().is_some_and(|at| now >= at) {
+            return self.fail(Event::ProtocolViolation("an incomplete message expired"));
+        }
+        self.detect_lost(now);
+        self.on_retransmission_timer(now);
+        if self.keep_alive_deadline().is_some_and(|at| now >= at) {
+            self.push_reliable(PacketType::Ping, 0, 0, 0, Bytes::new());
         }
     }
 
     fn fail(&mut self, event: Event) {
         self.state = State::Closed;
-        self.queue.clear();
-        self.queued_bytes = 0;
-        self.in_flight.clear();
-        self.retransmit.clear();
+        self.abandon_sending();
         self.receiver.clear();
         self.events.push_back(event);
     }
 
+    /// Drops everything queued or in flight.
+    fn abandon_sending(&mut self) {
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.in_flight.clear();
+        self.in_flight_bits = 0;
+        self.by_transmission.clear();
+        self.lost.clear();
+    }
+
     /// The earliest moment [`Connection::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut deadlines = vec![self.last_received + self.config.idle_timeout];
-        match self.state {
+        let timers = match self.state {
             State::Closed => return None,
-            State::Draining(until) => deadlines.push(until),
-            _ => {}
-        }
-        let rto = self.rtt.rto();
-        if let Some(oldest) = self
-            .in_flight
-            .values()
-            .filter(|p| !p.queued_for_retransmission)
-            .map(|p| p.last_sent)
+            State::Draining => [Some(self.last_received + self.drain_period()), None, None],
+            _ => [
+                Some(self.last_received + self.config.idle_timeout),
+                self.reassembly_deadline(),
+                self.keep_alive_deadline(),
+            ],
+        };
+        timers
+            .into_iter()
+            .chain([self.loss_deadline(), self.ack_due])
+            .flatten()
             .min()
-        {
-            deadlines.push(oldest + rto);
+    }
+
+    /// When the packet sent longest ago (not declared lost yet) counts as lost: after the loss
+    /// delay if a later packet was acknowledged, after the RTO in any case.
+    fn loss_deadline(&self) -> Option<Instant> {
+        let (&transmission, number) = self.by_transmission.first_key_value()?;
+        let mut wait = self.rtt.rto();
+        if transmission < self.largest_acked_transmission {
+            wait = wait.min(self.loss_delay());
         }
-        if self.receiver.is_waiting() {
-            deadlines.push(self.last_progress + self.config.reassembly_timeout);
-        }
-        if self.state == State::Established && self.is_idle() {
-            deadlines.push(self.last_reliable_sent + self.config.keep_alive);
-        }
-        if let Some(due) = self.ack_due {
-            deadlines.push(due);
-        }
-        deadlines.into_iter().min()
+        Some(self.in_flight[number].last_sent + wait)
+    }
+
+    fn reassembly_deadline(&self) -> Option<Instant> {
+        let waiting = self.receiver.is_waiting();
+        waiting.then(|| self.last_progress + self.config.reassembly_timeout)
+    }
+
+    fn keep_alive_deadline(&self) -> Option<Instant> {
+        let idle = self.state == State::Established && self.is_idle();
+        idle.then(|| self.last_reliable_sent + self.config.keep_alive)
+    }
+
+    /// As long as a peer whose close is unacknowledged may keep sending it again.
+    fn drain_period(&self) -> Duration {
+        self.config.max_rto * (self.config.max_retransmissions + 1)
     }
 
     /// The next datagram to send, if any: a retransmission first, then a new packet if the
@@ -475,10 +625,9 @@ impl Connection {
         if let Some(datagram) = self.next_retransmission(now) {
             return Some(datagram);
         }
-        if self.in_flight.len() < self.config.max_in_flight {
-            if let Some(packet) = self.queue.pop_front() {
-                return Some(self.transmit_new(now, packet));
-            }
+        if self.may_send_new() {
+            let packet = self.queue.pop_front().expect("checked");
+            return Some(self.transmit_new(now, packet));
         }
         match self.ack_due {
             Some(due) if now >= due => Some(self.transmit_ack()),
@@ -486,19 +635,32 @@ impl Connection {
         }
     }
 
+    /// Whether the next queued packet may go: the window has room, and the peer can
+    /// acknowledge it selectively as soon as it arrives (it is at most [`SACK_BITS`] past the
+    /// oldest packet unacknowledged, which is at or below the peer's cumulative ack).
+    fn may_send_new(&self) -> bool {
+        let Some(next) = self.queue.front() else {
+            return false;
+        };
+        let oldest = self.in_flight.keys().next().map_or(next.number, |&n| n);
+        self.in_flight.len() < self.config.max_in_flight
+            && next.number <= oldest + u64::from(SACK_BITS)
+    }
+
     fn next_retransmission(&mut self, now: Instant) -> Option<Vec<u8>> {
-        while let Some(number) = self.retransmit.pop_front() {
-            let Some(packet) = self.in_flight.get_mut(&number) else {
+        while let Some(number) = self.lost.pop_front() {
+            let Some(packet) = self.in_flight.get_mut(&number).filter(|p| p.lost) else {
                 continue; // acked meanwhile
             };
-            packet.queued_for_retransmission = false;
+            self.transmissions += 1;
+            packet.lost = false;
             packet.sends += 1;
             packet.last_sent = now;
-            self.transmissions += 1;
             packet.transmission = self.transmissions;
-            let outgoing = packet.packet.clone();
+            let (header, payload) = (packet.packet.header, packet.packet.payload.clone());
+            self.by_transmission.insert(self.transmissions, number);
             self.stats.retransmissions += 1;
-            return Some(self.encode(outgoing.header, &outgoing.payload));
+            return Some(self.encode(header, &payload));
         }
         None
     }
@@ -507,15 +669,20 @@ impl Connection {
         self.transmissions += 1;
         self.last_reliable_sent = now;
         let datagram = self.encode(packet.header, &packet.payload);
+        self.by_transmission
+            .insert(self.transmissions, packet.number);
+        self.in_flight_bits = self.in_flight_bits << 1 | 1;
         self.in_flight.insert(
-            packet.header.packet_number,
+            packet.number,
             InFlight {
                 packet,
                 first_sent: now,
                 last_sent: now,
+                first_transmission: self.transmissions,
                 transmission: self.transmissions,
                 sends: 1,
-                queued_for_retransmission: false,
+                silent_expiries: 0,
+                lost: false,
             },
         );
         datagram
@@ -555,118 +722,23 @@ impl Connection {
         fragment_count: u16,
         payload: Bytes,
     ) {
+        let number = self.next_packet_number;
         let header = Header {
             packet_type,
             connection_id: self.connection_id,
-            packet_number: self.next_packet_number,
+            packet_number: number as u32,
             ack: 0,
             sack: 0,
             message_id,
             fragment_index,
             fragment_count,
         };
-        self.next_packet_number = self.next_packet_number.wrapping_add(1);
+        self.next_packet_number += 1;
         self.queued_bytes += payload.len();
-        self.queue.push_back(Outgoing { header, payload });
-    }
-}
-
-/// Whether packet `number` is acknowledged by cumulative `ack` and bitmap `sack`.
-fn is_acked(number: u32, ack: u32, sack: u64) -> bool {
-    let behind = ack.wrapping_sub(number);
-    if behind != 0 && behind < u32::MAX / 2 {
-        return true;
-    }
-    let ahead = number.wrapping_sub(ack).wrapping_sub(1);
-    ahead < 64 && sack & (1 << ahead) != 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    /// Delivers everything each side has to send to the other, with no loss, advancing the
-    /// clock to each deadline, until both are quiet or `until`.
-    fn pump(a: &mut Connection, b: &mut Connection, now: &mut Instant, until: Instant) {
-        while *now < until {
-            let mut moved = false;
-            while let Some(datagram) = a.poll_transmit(*now) {
-                b.handle_datagram(*now, &datagram);
-                moved = true;
-            }
-            while let Some(datagram) = b.poll_transmit(*now) {
-                a.handle_datagram(*now, &datagram);
-                moved = true;
-            }
-            if moved {
-                continue;
-            }
-            let next = [a.poll_timeout(), b.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(at) if at <= until => {
-                    *now = at.max(*now);
-                    a.handle_timeout(*now);
-                    b.handle_timeout(*now);
-                }
-                _ => return,
-            }
-        }
-    }
-
-    fn open() -> (Connection, Connection, Instant) {
-        let now = Instant::now();
-        let mut client = Connection::client(42, Config::default(), now);
-        let hello = client.poll_transmit(now).unwrap();
-        let server = Connection::server(&hello, Config::default(), now).unwrap();
-        (client, server, now)
-    }
-
-    #[test]
-    fn a_lossless_exchange_delivers_in_order_and_closes() {
-        let (mut client, mut server, mut now) = open();
-        assert_eq!(server.poll_event(), Some(Event::Connected));
-        let big = Bytes::from((0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>());
-        client.send(Bytes::from_static(b"hello")).unwrap();
-        client.send(big.clone()).unwrap();
-        client.send(Bytes::new()).unwrap();
-        server.send(Bytes::from_static(b"welcome")).unwrap();
-        let until = now + Duration::from_secs(1);
-        pump(&mut client, &mut server, &mut now, until);
-        assert_eq!(client.poll_event(), Some(Event::Connected));
-        assert_eq!(server.recv().as_deref(), Some(&b"hello"[..]));
-        assert_eq!(server.recv(), Some(big));
-        assert_eq!(server.recv().as_deref(), Some(&b""[..]));
-        assert_eq!(server.recv(), None);
-        assert_eq!(client.recv().as_deref(), Some(&b"welcome"[..]));
-        assert_eq!(client.stats().retransmissions, 0);
-
-        client.close();
-        let until = now + Duration::from_secs(1);
-        pump(&mut client, &mut server, &mut now, until);
-        assert_eq!(client.poll_event(), Some(Event::Closed));
-        assert_eq!(server.poll_event(), Some(Event::ClosedByPeer));
-        assert!(client.is_closed() && server.is_closed());
-    }
-
-    #[test]
-    fn a_silent_peer_is_declared_dead_within_seconds() {
-        let (mut client, _server, mut now) = open();
-        client.send(Bytes::from_static(b"anyone?")).unwrap();
-        let start = now;
-        loop {
-            while client.poll_transmit(now).is_some() {}
-            if let Some(event) = client.poll_event() {
-                assert_eq!(event, Event::PeerDead);
-                break;
-            }
-            now = client.poll_timeout().expect("a timer runs");
-            client.handle_timeout(now);
-        }
-        assert!(now - start < Duration::from_secs(10), "{:?}", now - start);
-        assert!(client.is_closed());
+        self.queue.push_back(Outgoing {
+            number,
+            header,
+            payload,
+        });
     }
 }

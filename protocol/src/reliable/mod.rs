@@ -28,12 +28,16 @@ pub struct Config {
     pub max_datagram_size: usize,
     /// The largest message (default 1 MiB).
     pub max_message_size: usize,
-    /// Packets sent and not yet acknowledged at most (default 256).
+    /// Packets sent and not yet acknowledged at most (default 64). Whatever this says, a packet
+    /// is only sent up to 64 numbers past the oldest unacknowledged one, so that one selective
+    /// ack can report it: more than 65 are never in flight.
     pub max_in_flight: usize,
     /// Bytes queued for sending at most, beyond one message (default 4 MiB).
     pub max_send_queue: usize,
-    /// Delivered bytes the application has not taken yet, at most; past it packets are dropped
-    /// unacknowledged until it takes some (default 4 MiB).
+    /// Bytes the receiving side holds at most: packets that arrived ahead of a gap, the message
+    /// being put back together, and delivered messages the application has not taken yet
+    /// (default 4 MiB; raised to `max_message_size` if lower). Past it packets are dropped
+    /// unacknowledged, to be sent again, until the application takes some.
     pub max_receive_buffer: usize,
     /// The retransmission timeout before any RTT sample (default 200 ms).
     pub initial_rto: Duration,
@@ -41,7 +45,9 @@ pub struct Config {
     pub min_rto: Duration,
     /// The cap of the retransmission timeout (default 1 s).
     pub max_rto: Duration,
-    /// Sends of one packet without an ack after which the peer is dead (default 10).
+    /// Retransmissions of one packet, each unacknowledged for an RTO with nothing at all heard
+    /// from the peer, after which the peer is dead (default 10; with the other defaults, about
+    /// 9 s of silence).
     pub max_retransmissions: u32,
     /// How long an ack may wait for a second packet to acknowledge (default 5 ms).
     pub ack_delay: Duration,
@@ -59,7 +65,7 @@ impl Default for Config {
         Config {
             max_datagram_size: 1200,
             max_message_size: 1024 * 1024,
-            max_in_flight: 256,
+            max_in_flight: 64,
             max_send_queue: 4 * 1024 * 1024,
             max_receive_buffer: 4 * 1024 * 1024,
             initial_rto: Duration::from_millis(200),
@@ -74,14 +80,18 @@ impl Default for Config {
     }
 }
 
-/// Something the application should know.
+/// Something the application should know. After [`Event::Closed`] or [`Event::ClosedByPeer`]
+/// the connection still acknowledges for a while (it drains, see [`connection`]) before
+/// [`Connection::is_closed`]; after the other endings it is closed at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The connection is open (client: its hello was acknowledged; server: a hello arrived).
     Connected,
-    /// A packet went unacknowledged through every retransmission: the peer is gone.
+    /// A packet went unacknowledged through every retransmission, with nothing at all heard
+    /// from the peer meanwhile: the peer is gone.
     PeerDead,
-    /// The peer closed the connection after everything it sent, all delivered.
+    /// The peer closed the connection after everything it sent, all delivered. Unless we were
+    /// closing too, what we had sent and not had acknowledged is dropped.
     ClosedByPeer,
     /// Our close and everything before it were acknowledged.
     Closed,
@@ -119,3 +129,8 @@ pub struct Stats {
     /// The current retransmission timeout.
     pub rto: Duration,
 }
+
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;

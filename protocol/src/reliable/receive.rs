@@ -1,6 +1,19 @@
 //! The receiving half of a connection: which packets arrived (for the acks), packets that
 //! arrived early (held until the gap before them fills), and messages put back together from
-//! their fragments, delivered in order and exactly once. Every buffer is bounded.
+//! their fragments, delivered in order and exactly once.
+//!
+//! Every buffer is bounded. Only packets at most [`SACK_BITS`] past the gap are held (a sender
+//! sends none further, see [`super::connection`]; those that are further are dropped), and the
+//! bytes held —
+//! early packets, the message being put back together and delivered messages the application has
+//! not taken — never exceed the limit ([`super::Config::max_receive_buffer`], raised to the
+//! maximum message size if lower). A packet that does not fit is dropped unacknowledged and the
+//! sender sends it again. An early packet is only taken if a whole message would still fit after
+//! it, so once the application has taken every delivered message the next packet in order always
+//! fits: a full buffer waits for the application and never deadlocks.
+//!
+//! Packet numbers are 32 bits on the wire and 64 bits here ([`expand`]), so nothing breaks when
+//! the wire numbers wrap.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,8 +30,8 @@ pub enum Arrival {
     Held,
     /// Seen before (already taken or already held).
     Duplicate,
-    /// Too far ahead of the gap, or no room for more delivered messages: dropped unacknowledged,
-    /// the sender will send it again.
+    /// Too far ahead of the gap, or no room in the buffer: dropped unacknowledged, the sender
+    /// will send it again.
     NoRoom,
 }
 
@@ -33,6 +46,19 @@ pub enum Control {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation(pub &'static str);
 
+/// The 64-bit packet number nearest to `reference` whose low 32 bits are `wire`.
+pub fn expand(reference: u64, wire: u32) -> u64 {
+    const SPAN: u64 = 1 << 32;
+    let candidate = (reference & !(SPAN - 1)) | u64::from(wire);
+    if candidate + SPAN / 2 <= reference {
+        candidate + SPAN
+    } else if candidate > reference + SPAN / 2 && candidate >= SPAN {
+        candidate - SPAN
+    } else {
+        candidate
+    }
+}
+
 /// A message being put back together.
 #[derive(Debug)]
 struct Partial {
@@ -46,45 +72,39 @@ struct Partial {
 #[derive(Debug)]
 pub struct Receiver {
     /// Every packet below this has been taken.
-    next_expected: u32,
+    next_expected: u64,
     /// Packets above `next_expected`, by number.
-    early: BTreeMap<u32, (Header, Bytes)>,
+    early: BTreeMap<u64, (Header, Bytes)>,
+    /// Bit `i`: packet `next_expected + i` is in `early` (`i` is 1 to [`SACK_BITS`]).
+    early_bits: u128,
+    early_bytes: usize,
     partial: Option<Partial>,
     delivered: VecDeque<Bytes>,
     delivered_bytes: usize,
-    window: u32,
     max_message: usize,
-    max_delivered_bytes: usize,
+    limit: usize,
 }
 
 impl Receiver {
-    /// A receiver holding at most `window` early packets, messages up to `max_message` bytes and
-    /// up to `max_delivered_bytes` of delivered messages the application has not taken yet.
-    pub fn new(window: u32, max_message: usize, max_delivered_bytes: usize) -> Receiver {
+    /// A receiver of messages up to `max_message` bytes holding at most `limit` bytes in all
+    /// (raised to `max_message` if lower).
+    pub fn new(max_message: usize, limit: usize) -> Receiver {
         Receiver {
             next_expected: 0,
             early: BTreeMap::new(),
+            early_bits: 0,
+            early_bytes: 0,
             partial: None,
             delivered: VecDeque::new(),
             delivered_bytes: 0,
-            window,
             max_message,
-            max_delivered_bytes,
+            limit: limit.max(max_message),
         }
     }
 
     /// The cumulative ack and the selective-ack bitmap to send.
     pub fn ack_fields(&self) -> (u32, u64) {
-        let mut sack = 0u64;
-        for &number in self.early.keys() {
-            let offset = number.wrapping_sub(self.next_expected).wrapping_sub(1);
-            if offset < SACK_BITS {
-                sack |= 1 << offset;
-            } else {
-                break;
-            }
-        }
-        (self.next_expected, sack)
+        (self.next_expected as u32, (self.early_bits >> 1) as u64)
     }
 
     /// Takes a reliable packet; any in-order control packets it released go to `controls`.
@@ -94,22 +114,43 @@ impl Receiver {
         payload: Bytes,
         controls: &mut Vec<Control>,
     ) -> Result<Arrival, Violation> {
-        let offset = header.packet_number.wrapping_sub(self.next_expected);
-        if offset >= u32::MAX / 2 || self.early.contains_key(&header.packet_number) {
+        let number = expand(self.next_expected, header.packet_number);
+        if number < self.next_expected || self.early.contains_key(&number) {
             return Ok(Arrival::Duplicate);
         }
-        if offset >= self.window || self.delivered_bytes >= self.max_delivered_bytes {
+        if !self.has_room(number - self.next_expected, payload.len()) {
             return Ok(Arrival::NoRoom);
         }
-        if offset > 0 {
-            self.early.insert(header.packet_number, (header, payload));
+        if number > self.next_expected {
+            self.early_bits |= 1 << (number - self.next_expected);
+            self.early_bytes += payload.len();
+            self.early.insert(number, (header, payload));
             return Ok(Arrival::Held);
         }
         self.take(header, payload, controls)?;
-        while let Some((header, payload)) = self.early.remove(&self.next_expected) {
+        while let Some(entry) = self.early.first_entry() {
+            if *entry.key() != self.next_expected {
+                break;
+            }
+            let (header, payload) = entry.remove();
+            self.early_bytes -= payload.len();
             self.take(header, payload, controls)?;
         }
         Ok(Arrival::Progress)
+    }
+
+    /// Whether a packet `offset` places past the gap with `len` bytes may be taken. The packet
+    /// in order always may once every delivered message has been taken: it fits (see the module
+    /// docs) unless it breaks the size rule, which taking it reports.
+    fn has_room(&self, offset: u64, len: usize) -> bool {
+        if offset > u64::from(SACK_BITS) {
+            return false;
+        }
+        if offset == 0 && self.delivered.is_empty() {
+            return true;
+        }
+        let reserve = if offset == 0 { 0 } else { self.max_message };
+        self.buffered_bytes() + len + reserve <= self.limit
     }
 
     /// The next delivered message.
@@ -126,13 +167,14 @@ impl Receiver {
 
     /// Bytes held: early packets, the partial message, delivered messages not yet taken.
     pub fn buffered_bytes(&self) -> usize {
-        let early: usize = self.early.values().map(|(_, payload)| payload.len()).sum();
-        early + self.partial.as_ref().map_or(0, |p| p.data.len()) + self.delivered_bytes
+        self.early_bytes + self.partial.as_ref().map_or(0, |p| p.data.len()) + self.delivered_bytes
     }
 
-    /// Forgets every buffered packet and partial message.
+    /// Forgets every early packet and partial message; delivered messages stay for `recv`.
     pub fn clear(&mut self) {
         self.early.clear();
+        self.early_bits = 0;
+        self.early_bytes = 0;
         self.partial = None;
     }
 
@@ -142,9 +184,10 @@ impl Receiver {
         payload: Bytes,
         controls: &mut Vec<Control>,
     ) -> Result<(), Violation> {
-        self.next_expected = self.next_expected.wrapping_add(1);
+        self.next_expected += 1;
+        self.early_bits >>= 1;
         match header.packet_type {
-            PacketType::Data => self.take_fragment(&header, &payload),
+            PacketType::Data => self.take_fragment(&header, payload),
             PacketType::Close => {
                 controls.push(Control::Close);
                 Ok(())
@@ -153,17 +196,9 @@ impl Receiver {
         }
     }
 
-    fn take_fragment(&mut self, header: &Header, payload: &[u8]) -> Result<(), Violation> {
-        let partial = match self.partial.take() {
-            None if header.fragment_index != 0 => {
-                return Err(Violation("a message that does not start with fragment 0"));
-            }
-            None => Partial {
-                message_id: header.message_id,
-                next_fragment: 0,
-                fragment_count: header.fragment_count,
-                data: BytesMut::new(),
-            },
+    fn take_fragment(&mut self, header: &Header, payload: Bytes) -> Result<(), Violation> {
+        let mut partial = match self.partial.take() {
+            None => self.start_message(header, payload.len())?,
             Some(partial)
                 if partial.message_id != header.message_id
                     || partial.fragment_count != header.fragment_count
@@ -173,19 +208,157 @@ impl Receiver {
             }
             Some(partial) => partial,
         };
-        let mut partial = partial;
         if partial.data.len() + payload.len() > self.max_message {
             return Err(Violation("a message over the maximum size"));
         }
-        partial.data.extend_from_slice(payload);
         partial.next_fragment += 1;
-        if partial.next_fragment == partial.fragment_count {
-            let message = partial.data.freeze();
-            self.delivered_bytes += message.len();
-            self.delivered.push_back(message);
-        } else {
+        if partial.next_fragment < partial.fragment_count {
+            partial.data.extend_from_slice(&payload);
             self.partial = Some(partial);
+        } else if partial.data.is_empty() {
+            self.deliver(payload);
+        } else {
+            partial.data.extend_from_slice(&payload);
+            self.deliver(partial.data.freeze());
         }
         Ok(())
+    }
+
+    /// The partial message a first fragment of `len` bytes starts.
+    fn start_message(&self, header: &Header, len: usize) -> Result<Partial, Violation> {
+        if header.fragment_index != 0 {
+            return Err(Violation("a message that does not start with fragment 0"));
+        }
+        let capacity = match header.fragment_count {
+            1 => 0,
+            count => (usize::from(count) * len).min(self.max_message),
+        };
+        Ok(Partial {
+            message_id: header.message_id,
+            next_fragment: 0,
+            fragment_count: header.fragment_count,
+            data: BytesMut::with_capacity(capacity),
+        })
+    }
+
+    fn deliver(&mut self, message: Bytes) {
+        self.delivered_bytes += message.len();
+        self.delivered.push_back(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(number: u32, message_id: u32, index: u16, count: u16) -> Header {
+        Header {
+            packet_type: PacketType::Data,
+            connection_id: 1,
+            packet_number: number,
+            ack: 0,
+            sack: 0,
+            message_id,
+            fragment_index: index,
+            fragment_count: count,
+        }
+    }
+
+    fn offer(receiver: &mut Receiver, header: Header, len: usize) -> Result<Arrival, Violation> {
+        receiver.on_packet(header, Bytes::from(vec![7; len]), &mut Vec::new())
+    }
+
+    #[test]
+    fn expand_finds_the_nearest_number_across_the_wrap() {
+        assert_eq!(expand(0, 5), 5);
+        assert_eq!(expand(10, 3), 3);
+        assert_eq!(expand(u64::from(u32::MAX) - 2, 1), (1 << 32) + 1);
+        assert_eq!(expand((1 << 32) + 2, u32::MAX), u64::from(u32::MAX));
+        assert_eq!(expand(5, u32::MAX), u64::from(u32::MAX), "nothing below 0");
+    }
+
+    #[test]
+    fn acks_report_early_packets_even_across_the_wrap() {
+        let mut receiver = Receiver::new(1000, 100_000);
+        receiver.next_expected = u64::from(u32::MAX) - 1;
+        let wire = |n: u64| n as u32;
+        for n in [receiver.next_expected + 1, receiver.next_expected + 3] {
+            assert_eq!(
+                offer(&mut receiver, data(wire(n), 1, 0, 1), 1),
+                Ok(Arrival::Held)
+            );
+        }
+        assert_eq!(receiver.ack_fields(), (u32::MAX - 1, 0b101));
+        let first = data(u32::MAX - 1, 1, 0, 1);
+        assert_eq!(offer(&mut receiver, first, 1), Ok(Arrival::Progress));
+        assert_eq!(receiver.ack_fields(), (0, 0b1));
+    }
+
+    #[test]
+    fn the_buffer_limit_holds_and_the_packet_in_order_still_fits() {
+        // Room for 1000 bytes, messages up to 300: early packets may use at most 700.
+        let mut receiver = Receiver::new(300, 1000);
+        for n in 1..=7 {
+            assert_eq!(
+                offer(&mut receiver, data(n, n, 0, 1), 100),
+                Ok(Arrival::Held)
+            );
+        }
+        assert_eq!(
+            offer(&mut receiver, data(8, 8, 0, 1), 1),
+            Ok(Arrival::NoRoom)
+        );
+        assert_eq!(receiver.buffered_bytes(), 700);
+        assert_eq!(
+            offer(&mut receiver, data(0, 9, 0, 1), 300),
+            Ok(Arrival::Progress)
+        );
+        assert_eq!(receiver.buffered_bytes(), 1000);
+        assert_eq!(receiver.recv().map(|m| m.len()), Some(300));
+        assert_eq!(receiver.buffered_bytes(), 700);
+    }
+
+    #[test]
+    fn delivered_messages_not_taken_hold_back_new_packets() {
+        let mut receiver = Receiver::new(400, 1000);
+        for n in 0..2 {
+            assert_eq!(
+                offer(&mut receiver, data(n, n + 1, 0, 1), 400),
+                Ok(Arrival::Progress)
+            );
+        }
+        assert_eq!(
+            offer(&mut receiver, data(2, 3, 0, 1), 300),
+            Ok(Arrival::NoRoom)
+        );
+        assert_eq!(receiver.buffered_bytes(), 800);
+        receiver.recv();
+        assert_eq!(
+            offer(&mut receiver, data(2, 3, 0, 1), 300),
+            Ok(Arrival::Progress)
+        );
+        assert_eq!(receiver.buffered_bytes(), 700);
+    }
+
+    #[test]
+    fn fragments_out_of_place_or_over_size_are_violations() {
+        let mut receiver = Receiver::new(250, 10_000);
+        assert!(offer(&mut receiver, data(0, 1, 1, 2), 10).is_err());
+        let mut receiver = Receiver::new(250, 10_000);
+        assert_eq!(
+            offer(&mut receiver, data(0, 1, 0, 3), 100),
+            Ok(Arrival::Progress)
+        );
+        assert!(
+            offer(&mut receiver, data(1, 2, 1, 3), 100).is_err(),
+            "another message"
+        );
+        let mut receiver = Receiver::new(250, 10_000);
+        offer(&mut receiver, data(0, 1, 0, 3), 100).unwrap();
+        offer(&mut receiver, data(1, 1, 1, 3), 100).unwrap();
+        assert!(
+            offer(&mut receiver, data(2, 1, 2, 3), 100).is_err(),
+            "300 > 250"
+        );
     }
 }

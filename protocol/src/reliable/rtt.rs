@@ -46,8 +46,8 @@ impl RttEstimator {
                 self.srtt = Some(srtt * 7 / 8 + rtt / 8);
             }
         }
-        let srtt = self.srtt.expect("set above");
-        self.rto = (srtt + (4 * self.rttvar).max(GRANULARITY)).clamp(self.min_rto, self.max_rto);
+        let within = self.expected_ack_within().expect("set above");
+        self.rto = within.clamp(self.min_rto, self.max_rto);
     }
 
     /// A retransmission timer expired: back off.
@@ -58,6 +58,12 @@ impl RttEstimator {
     /// The retransmission timeout now.
     pub fn rto(&self) -> Duration {
         self.rto
+    }
+
+    /// SRTT + max(G, 4 RTTVAR), the RTO before its floor, cap and back-off: how long an ack may
+    /// take within the usual variation of the round-trip time. `None` before any sample.
+    pub fn expected_ack_within(&self) -> Option<Duration> {
+        Some(self.srtt? + (4 * self.rttvar).max(GRANULARITY))
     }
 
     /// The smoothed round-trip time, once there is a sample.
@@ -81,6 +87,7 @@ mod tests {
         rtt.on_sample(ms(100));
         assert_eq!(rtt.srtt(), Some(ms(100)));
         assert_eq!(rtt.rto(), ms(100 + 4 * 50));
+        assert_eq!(rtt.expected_ack_within(), Some(ms(300)));
         rtt.on_sample(ms(200));
         // RTTVAR = 3/4*50 + 1/4*100 = 62.5; SRTT = 87.5 + 25 = 112.5
         assert_eq!(rtt.srtt(), Some(Duration::from_micros(112_500)));
@@ -97,5 +104,6 @@ mod tests {
         assert_eq!(rtt.rto(), ms(300));
         rtt.on_sample(Duration::from_micros(50));
         assert_eq!(rtt.rto(), ms(20), "the floor, suited to loopback");
+        assert!(rtt.expected_ack_within() < Some(ms(2)), "no floor there");
     }
 }

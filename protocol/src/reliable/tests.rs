@@ -1,0 +1,709 @@
+//! The state machine against the simulated channel of [`super::sim`], and against datagrams
+//! made by hand.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::sim::{Faults, Flow, Rng, Sim};
+use super::{Config, Connection, Event, HEADER_LEN, Header, PacketType, SendError};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lossy transfer: 30% loss, 10% duplication, 10% reordering, 1..20 ms delay.
+
+/// Seeds of the lossy transfer.
+const SEEDS: u64 = 200;
+/// Messages each way per seed.
+const MESSAGES: usize = 1000;
+/// The largest message of the lossy transfer: 64 KiB.
+const MAX_LEN: usize = 64 * 1024;
+
+/// The lossy transfer's configuration: small queues, so that `QueueFull` and a full receive
+/// buffer happen often; and more tries before the peer counts as dead. A try fails when the
+/// packet or the ack that answers it is lost, 1 - 0.7 × 0.7 = 0.51 with 30% loss each way, so
+/// the default 10 retransmissions (11 tries) would take a live peer for dead with probability
+/// 0.51^11 ≈ 6e-4 wherever one packet is all that is left to acknowledge (the close at the end
+/// of each seed); with 20, 0.51^21 ≈ 7e-7.
+fn lossy_config() -> Config {
+    Config {
+        max_message_size: MAX_LEN,
+        max_send_queue: 256 * 1024,
+        max_receive_buffer: 512 * 1024,
+        max_retransmissions: 20,
+        ..Config::default()
+    }
+}
+
+/// What one seed's transfer measured.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    seed: u64,
+    fragments: u64,
+    retransmissions: u64,
+    max_sends: u32,
+    simulated: Duration,
+}
+
+impl Outcome {
+    fn ratio(&self) -> f64 {
+        self.retransmissions as f64 / self.fragments as f64
+    }
+}
+
+/// Checks the buffer bounds of both ends.
+fn check_bounds(sim: &Sim, config: &Config) {
+    let send_limit = config.max_send_queue.max(config.max_message_size);
+    let receive_limit = config.max_receive_buffer.max(config.max_message_size);
+    for end in std::iter::once(&sim.client).chain(sim.server.as_ref()) {
+        assert!(end.unacknowledged_bytes() <= send_limit, "send queue over");
+        assert!(end.buffered_bytes() <= receive_limit, "receive buffer over");
+    }
+}
+
+/// Checks that nothing but `Connected` has happened.
+fn check_open(sim: &Sim, seed: u64) {
+    let events = [&sim.client_events, &sim.server_events];
+    assert!(
+        events
+            .iter()
+            .all(|e| e.iter().all(|e| *e == Event::Connected)),
+        "seed {seed}: {events:?}"
+    );
+}
+
+/// One seed: `MESSAGES` random messages each way over the lossy channel, then a close.
+fn lossy_transfer(seed: u64) -> Outcome {
+    let config = lossy_config();
+    let room = config.max_datagram_size - HEADER_LEN;
+    let mut sim = Sim::new(seed, Faults::LOSSY, config.clone());
+    let mut up = Flow::new(seed ^ 0x5555, MESSAGES, MAX_LEN, room);
+    let mut down = Flow::new(seed ^ 0xAAAA, MESSAGES, MAX_LEN, room);
+    let start = sim.now;
+    let done = sim.run_until(secs(3600), |sim| {
+        check_open(sim, seed);
+        up.offer(&mut sim.client);
+        if let Some(server) = &mut sim.server {
+            down.offer(server);
+            up.take(server);
+        }
+        down.take(&mut sim.client);
+        check_bounds(sim, &config);
+        up.is_done() && down.is_done()
+    });
+    assert!(done, "seed {seed}: stalled");
+    assert!(
+        up.queue_full > 0 && down.queue_full > 0,
+        "the senders were held back"
+    );
+    let simulated = sim.now - start;
+    close_from_client(&mut sim, seed);
+    Outcome {
+        seed,
+        fragments: up.fragments + down.fragments,
+        retransmissions: sim.client.stats().retransmissions + sim.server().stats().retransmissions,
+        max_sends: sim.max_sends(),
+        simulated,
+    }
+}
+
+/// The client closes; both ends must finish with the right events.
+fn close_from_client(sim: &mut Sim, seed: u64) {
+    sim.client.close();
+    let closed = sim.run_until(secs(120), |sim| {
+        sim.client.is_closed() && sim.server().is_closed()
+    });
+    assert!(closed, "seed {seed}: the close did not finish");
+    assert_eq!(
+        sim.client_events,
+        [Event::Connected, Event::Closed],
+        "seed {seed}"
+    );
+    assert_eq!(
+        sim.server_events,
+        [Event::Connected, Event::ClosedByPeer],
+        "seed {seed}"
+    );
+}
+
+/// Runs `lossy_transfer` for every seed on a few threads.
+fn lossy_transfers() -> Vec<Outcome> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads as u64)
+            .map(|first| {
+                let seeds = (first..SEEDS).step_by(threads);
+                scope.spawn(move || seeds.map(lossy_transfer).collect::<Vec<_>>())
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("a seed failed"))
+            .collect()
+    })
+}
+
+/// Every message arrives once and in order, buffers stay bounded (checked at every step), and
+/// retransmissions stay bounded. The bound: if a try failed whenever the packet or the one ack
+/// answering it were lost, a packet would need 1 / (0.7 × 0.7) ≈ 2.04 sends on average, 1.04
+/// retransmissions; acks are cumulative and repeated, so fewer are needed (1 / 0.7 - 1 = 0.43
+/// if only data losses counted). We allow 2 retransmissions per fragment, about twice the
+/// pessimistic mean (each seed averages some 57,000 fragments, so its ratio hardly varies), and
+/// no packet is sent more often than the 21 tries allowed a silent peer.
+#[test]
+fn a_lossy_channel_delivers_every_message_once_and_in_order() {
+    let started = Instant::now();
+    let outcomes = lossy_transfers();
+    let worst = outcomes
+        .iter()
+        .max_by(|a, b| a.ratio().total_cmp(&b.ratio()))
+        .expect("seeds ran");
+    let fragments: u64 = outcomes.iter().map(|o| o.fragments).sum();
+    let retransmissions: u64 = outcomes.iter().map(|o| o.retransmissions).sum();
+    let max_sends = outcomes.iter().map(|o| o.max_sends).max().unwrap_or(0);
+    println!(
+        "{SEEDS} seeds in {:?}: {retransmissions} retransmissions for {fragments} fragments \
+         ({:.3} each), worst seed {} at {:.3} ({:?} simulated); at most {max_sends} sends of one \
+         packet",
+        started.elapsed(),
+        retransmissions as f64 / fragments as f64,
+        worst.seed,
+        worst.ratio(),
+        worst.simulated,
+    );
+    assert_eq!(outcomes.len() as u64, SEEDS);
+    for outcome in &outcomes {
+        assert!(outcome.ratio() <= 2.0, "{outcome:?}");
+        assert!(outcome.max_sends <= 21, "{outcome:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening, exchanging, closing.
+
+/// A client and server over `faults`, run until both know of the connection.
+fn open(config: Config, faults: Faults) -> Sim {
+    let mut sim = Sim::new(1, faults, config);
+    let connected = sim.run_until(secs(30), |sim| {
+        sim.server.is_some() && sim.client_events.contains(&Event::Connected)
+    });
+    assert!(connected, "the connection did not open");
+    sim
+}
+
+/// Runs until both ends are closed; the time it took.
+fn run_until_closed(sim: &mut Sim) -> Duration {
+    let start = sim.now;
+    let closed = sim.run_until(secs(300), |sim| {
+        sim.client.is_closed() && sim.server().is_closed()
+    });
+    assert!(closed, "{:?} {:?}", sim.client_events, sim.server_events);
+    sim.now - start
+}
+
+/// Takes every message delivered to `end`.
+fn received(end: &mut Connection) -> Vec<Bytes> {
+    std::iter::from_fn(|| end.recv()).collect()
+}
+
+#[test]
+fn both_ends_connect_and_a_clean_exchange_delivers_in_order_without_retransmissions() {
+    let mut sim = Sim::new(1, Faults::NONE, Config::default());
+    let big = Rng::new(9).bytes(200_000);
+    for message in [Bytes::from_static(b"hello"), big.clone(), Bytes::new()] {
+        sim.client.send(message).unwrap();
+    }
+    assert!(sim.run_until(secs(1), |sim| sim.server.is_some()));
+    sim.server().send(Bytes::from_static(b"welcome")).unwrap();
+    let (mut at_server, mut at_client) = (Vec::new(), Vec::new());
+    let done = sim.run_until(secs(5), |sim| {
+        at_server.extend(received(sim.server()));
+        at_client.extend(received(&mut sim.client));
+        at_server.len() == 3 && at_client.len() == 1
+    });
+    assert!(done);
+    assert_eq!(at_server, [Bytes::from_static(b"hello"), big, Bytes::new()]);
+    assert_eq!(at_client, [Bytes::from_static(b"welcome")]);
+    assert_eq!(sim.client_events, [Event::Connected]);
+    assert_eq!(sim.server_events, [Event::Connected]);
+    for stats in [sim.client.stats(), sim.server().stats()] {
+        assert_eq!((stats.retransmissions, stats.duplicates_dropped), (0, 0));
+        assert!(stats.rtt.is_some());
+    }
+    assert_eq!(sim.client.stats().messages_sent, 3);
+    assert_eq!(sim.server().stats().messages_delivered, 3);
+}
+
+#[test]
+fn a_close_by_the_client_delivers_everything_then_ends_both_ends() {
+    let mut sim = open(Config::default(), Faults::NONE);
+    sim.client.send(Bytes::from_static(b"last words")).unwrap();
+    sim.client.close();
+    assert_eq!(sim.client.send(Bytes::new()), Err(SendError::Closed));
+    let took = run_until_closed(&mut sim);
+    assert_eq!(sim.client_events, [Event::Connected, Event::Closed]);
+    assert_eq!(sim.server_events, [Event::Connected, Event::ClosedByPeer]);
+    assert_eq!(received(sim.server()), [Bytes::from_static(b"last words")]);
+    let drain = Config::default().max_rto * (Config::default().max_retransmissions + 1);
+    assert!(took >= drain && took < drain + secs(1), "{took:?}");
+}
+
+#[test]
+fn a_close_by_the_server_ends_both_ends_and_drops_what_the_client_still_had() {
+    let mut sim = open(Config::default(), Faults::NONE);
+    sim.server().send(Bytes::from_static(b"bye")).unwrap();
+    sim.server().close();
+    sim.client.send(Bytes::from(vec![1; 100_000])).unwrap();
+    run_until_closed(&mut sim);
+    assert_eq!(sim.server_events, [Event::Connected, Event::Closed]);
+    assert_eq!(sim.client_events, [Event::Connected, Event::ClosedByPeer]);
+    assert_eq!(received(&mut sim.client), [Bytes::from_static(b"bye")]);
+    assert_eq!(sim.client.unacknowledged_bytes(), 0);
+    assert_eq!(sim.client.send(Bytes::new()), Err(SendError::Closed));
+}
+
+#[test]
+fn closes_from_both_ends_at_once_give_both_events_even_over_a_lossy_channel() {
+    for (seed, faults) in (0..20).zip([Faults::NONE].into_iter().chain([Faults::LOSSY; 19])) {
+        let mut sim = Sim::new(seed, faults, lossy_config());
+        assert!(sim.run_until(secs(30), |sim| sim.client_events == [Event::Connected]));
+        sim.client
+            .send(Bytes::from_static(b"from the client"))
+            .unwrap();
+        sim.server()
+            .send(Bytes::from_static(b"from the server"))
+            .unwrap();
+        sim.client.close();
+        sim.server().close();
+        run_until_closed(&mut sim);
+        for events in [&sim.client_events, &sim.server_events] {
+            assert_eq!(events.len(), 3, "seed {seed}: {events:?}");
+            assert!(events.contains(&Event::Closed) && events.contains(&Event::ClosedByPeer));
+        }
+        assert_eq!(
+            received(sim.server()),
+            [Bytes::from_static(b"from the client")]
+        );
+        assert_eq!(
+            received(&mut sim.client),
+            [Bytes::from_static(b"from the server")]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Liveness: dead peers, idle timeout, keep-alive.
+
+#[test]
+fn a_peer_that_stops_answering_is_declared_dead_within_bounded_time() {
+    let config = Config::default();
+    let mut sim = open(config.clone(), Faults::NONE);
+    sim.to_server = Faults::BLACKHOLE;
+    sim.to_client = Faults::BLACKHOLE;
+    sim.client.send(Bytes::from_static(b"anyone?")).unwrap();
+    let start = sim.now;
+    assert!(sim.run_until(secs(60), |sim| sim.client.is_closed()));
+    let took = sim.now - start;
+    assert_eq!(sim.client_events, [Event::Connected, Event::PeerDead]);
+    let bound = config.max_rto * (config.max_retransmissions + 1);
+    assert!(took > secs(2) && took <= bound, "{took:?}");
+    assert_eq!(
+        sim.client.stats().retransmissions,
+        u64::from(config.max_retransmissions)
+    );
+    assert_eq!(sim.client.poll_timeout(), None);
+    assert_eq!(sim.client.poll_transmit(sim.now), None);
+}
+
+#[test]
+fn a_client_whose_hello_is_never_answered_is_told_the_peer_is_dead() {
+    let config = Config::default();
+    let mut sim = Sim::new(1, Faults::NONE, config.clone());
+    sim.to_server = Faults::BLACKHOLE;
+    assert!(sim.run_until(secs(60), |sim| sim.client.is_closed()));
+    assert_eq!(sim.client_events, [Event::PeerDead]);
+    // 200, 400, 800 ms, then the 1 s cap: 9.4 s.
+    let took = sim.now.duration_since(sim.client_start());
+    assert!(
+        took <= config.max_rto * (config.max_retransmissions + 1),
+        "{took:?}"
+    );
+    assert!(sim.server.is_none());
+}
+
+#[test]
+fn a_connection_with_nothing_arriving_times_out_after_the_idle_timeout() {
+    let config = Config {
+        idle_timeout: secs(3),
+        keep_alive: secs(10),
+        ..Config::default()
+    };
+    let mut sim = open(config, Faults::NONE);
+    let quiet_from = sim.now;
+    sim.to_server = Faults::BLACKHOLE;
+    sim.to_client = Faults::BLACKHOLE;
+    assert!(sim.run_until(secs(10), |sim| sim.client.is_closed()
+        && sim.server().is_closed()));
+    assert_eq!(sim.client_events, [Event::Connected, Event::IdleTimeout]);
+    assert_eq!(sim.server_events, [Event::Connected, Event::IdleTimeout]);
+    let took = sim.now - quiet_from;
+    assert!(
+        took >= secs(3) - ms(5) && took <= secs(3) + ms(5),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn an_idle_live_pair_keeps_alive_with_pings_for_five_idle_timeouts() {
+    let lossy = Faults {
+        loss: 0.1,
+        ..Faults::LOSSY
+    };
+    for faults in [Faults::NONE, lossy] {
+        let config = Config::default();
+        let mut sim = open(config.clone(), faults);
+        let before = (sim.client.stats(), sim.server().stats());
+        let ran = sim.run_until(config.idle_timeout * 5, |sim| {
+            sim.client.is_closed() || sim.server().is_closed()
+        });
+        assert!(!ran, "nothing ends");
+        assert_eq!(sim.client_events, [Event::Connected]);
+        assert_eq!(sim.server_events, [Event::Connected]);
+        let after = (sim.client.stats(), sim.server().stats());
+        // A ping every 5 s from each end for 150 s (carrying the ack of the other's), plus
+        // separate acks and retransmissions when the channel is lossy.
+        for (before, after) in [(before.0, after.0), (before.1, after.1)] {
+            let sent = after.datagrams_sent - before.datagrams_sent;
+            assert!((29..=200).contains(&sent), "{sent}");
+        }
+    }
+}
+
+#[test]
+fn a_receiver_that_stops_reading_holds_the_sender_back_without_ending_anything() {
+    let config = Config {
+        max_message_size: 16 * 1024,
+        max_receive_buffer: 64 * 1024,
+        ..Config::default()
+    };
+    let mut sim = open(config.clone(), Faults::LOSSY);
+    let messages: Vec<Bytes> = (0..40).map(|i| Rng::new(i).bytes(16 * 1024)).collect();
+    for message in &messages {
+        sim.client.send(message.clone()).unwrap();
+    }
+    let ended = sim.run_until(secs(120), |sim| {
+        check_bounds(sim, &config);
+        sim.client.is_closed() || sim.server().is_closed()
+    });
+    assert!(!ended, "{:?} {:?}", sim.client_events, sim.server_events);
+    assert!(sim.server().stats().no_room_dropped > 0);
+    let mut delivered = Vec::new();
+    let all = sim.run_until(secs(120), |sim| {
+        check_bounds(sim, &config);
+        delivered.extend(received(sim.server()));
+        delivered.len() == messages.len()
+    });
+    assert!(all);
+    assert_eq!(delivered, messages);
+    assert_eq!(sim.client_events, [Event::Connected]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending limits and reassembly.
+
+#[test]
+fn a_message_over_the_maximum_size_is_refused() {
+    let config = Config {
+        max_message_size: 10_000,
+        ..Config::default()
+    };
+    let mut sim = open(config, Faults::NONE);
+    let refused = sim.client.send(Bytes::from(vec![0; 10_001]));
+    let too_large = SendError::TooLarge {
+        size: 10_001,
+        limit: 10_000,
+    };
+    assert_eq!(refused, Err(too_large));
+    assert_eq!(sim.client.send(Bytes::from(vec![0; 10_000])), Ok(()));
+}
+
+#[test]
+fn a_full_send_queue_refuses_until_the_peer_acknowledges() {
+    let config = Config {
+        max_message_size: 8_000,
+        max_send_queue: 10_000,
+        ..Config::default()
+    };
+    let mut sim = open(config, Faults::NONE);
+    let bytes = |n| Bytes::from(vec![3; n]);
+    assert_eq!(sim.client.send(bytes(8_000)), Ok(()));
+    assert_eq!(sim.client.send(bytes(8_000)), Err(SendError::QueueFull));
+    assert_eq!(sim.client.send(bytes(2_000)), Ok(()));
+    assert_eq!(sim.client.send(bytes(1)), Err(SendError::QueueFull));
+    assert_eq!(sim.client.unacknowledged_bytes(), 10_000);
+    assert!(sim.run_until(secs(5), |sim| sim.client.is_idle()));
+    assert_eq!(sim.client.unacknowledged_bytes(), 0);
+    assert_eq!(sim.client.send(bytes(8_000)), Ok(()));
+}
+
+#[test]
+fn a_message_of_the_maximum_size_reassembles_within_the_buffer_bounds() {
+    let roomy = Config {
+        max_retransmissions: 20,
+        ..Config::default()
+    };
+    let tight = Config {
+        max_receive_buffer: 0, // raised to the maximum message size
+        ..Config::default()
+    };
+    for (config, faults) in [(roomy, Faults::LOSSY), (tight, Faults::NONE)] {
+        let mut sim = open(config.clone(), faults);
+        let message = Rng::new(5).bytes(config.max_message_size);
+        sim.client.send(message.clone()).unwrap();
+        let mut delivered = None;
+        let done = sim.run_until(secs(300), |sim| {
+            check_bounds(sim, &config);
+            delivered = delivered.take().or_else(|| sim.server().recv());
+            delivered.is_some()
+        });
+        assert!(done, "{:?}", sim.server_events);
+        assert_eq!(delivered, Some(message));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Datagrams made by hand.
+
+/// The connection id of the hand-made datagrams.
+const ID: u32 = 7;
+
+/// A datagram of connection [`ID`]; `fragment` is (message id, index, count) for data.
+fn datagram(
+    packet_type: PacketType,
+    number: u32,
+    ack: (u32, u64),
+    fragment: (u32, u16, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let header = Header {
+        packet_type,
+        connection_id: ID,
+        packet_number: number,
+        ack: ack.0,
+        sack: ack.1,
+        message_id: fragment.0,
+        fragment_index: fragment.1,
+        fragment_count: fragment.2,
+    };
+    let mut out = Vec::new();
+    header.encode(&mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A data packet of connection [`ID`] that acknowledges nothing.
+fn data(number: u32, fragment: (u32, u16, u16), len: usize) -> Vec<u8> {
+    datagram(PacketType::Data, number, (0, 0), fragment, &vec![1; len])
+}
+
+/// A server end opened by a hand-made hello.
+fn server(config: Config, now: Instant) -> Connection {
+    let hello = datagram(PacketType::Hello, 0, (0, 0), (0, 0, 0), &[]);
+    Connection::server(&hello, config, now).expect("a hello")
+}
+
+/// The events of a server fed `datagrams`.
+fn events_after(config: Config, datagrams: &[Vec<u8>]) -> (Vec<Event>, Connection) {
+    let now = Instant::now();
+    let mut server = server(config, now);
+    for datagram in datagrams {
+        server.handle_datagram(now, datagram);
+    }
+    (std::iter::from_fn(|| server.poll_event()).collect(), server)
+}
+
+#[test]
+fn fragment_sequences_that_break_the_rules_are_protocol_violations() {
+    let config = Config {
+        max_message_size: 1_000,
+        ..Config::default()
+    };
+    let cases = [
+        vec![data(1, (1, 1, 2), 10)],
+        vec![data(1, (1, 0, 3), 10), data(2, (2, 1, 3), 10)],
+        vec![data(1, (1, 0, 3), 10), data(2, (1, 2, 3), 10)],
+        vec![data(1, (1, 0, 2), 10), data(2, (1, 1, 3), 10)],
+        vec![data(2, (1, 1, 2), 600), data(1, (1, 0, 2), 600)],
+        vec![datagram(PacketType::Ack, 0, (5, 0), (0, 0, 0), &[])],
+        vec![datagram(PacketType::Ping, 1, (0, 1), (0, 0, 0), &[])],
+    ];
+    for datagrams in cases {
+        let (events, server) = events_after(config.clone(), &datagrams);
+        assert!(
+            matches!(events[..], [Event::Connected, Event::ProtocolViolation(_)]),
+            "{events:?}"
+        );
+        assert!(server.is_closed());
+        assert_eq!(server.buffered_bytes(), 0);
+    }
+}
+
+#[test]
+fn an_incomplete_message_expires() {
+    let config = Config {
+        reassembly_timeout: secs(2),
+        ..Config::default()
+    };
+    let (_, mut server) = events_after(config, &[data(1, (1, 0, 2), 10)]);
+    let now = Instant::now();
+    let deadline = server.poll_timeout().expect("a timer");
+    assert!(deadline <= now + secs(2));
+    server.handle_timeout(now + secs(2));
+    let expired = Event::ProtocolViolation("an incomplete message expired");
+    assert_eq!(server.poll_event(), Some(expired));
+    assert!(server.is_closed());
+}
+
+#[test]
+fn foreign_stale_and_duplicate_datagrams_are_counted_and_dropped() {
+    let now = Instant::now();
+    let mut server = server(Config::default(), now);
+    let mut foreign = data(1, (1, 0, 1), 3);
+    foreign[4..8].copy_from_slice(&(ID + 1).to_be_bytes());
+    server.handle_datagram(now, &foreign);
+    assert_eq!(server.stats().foreign_dropped, 1);
+
+    let first = data(1, (1, 0, 1), 3);
+    server.handle_datagram(now, &first);
+    while server.poll_transmit(now).is_some() {}
+    server.handle_datagram(now, &first);
+    assert_eq!(server.stats().duplicates_dropped, 1);
+    assert!(
+        server.poll_transmit(now).is_some(),
+        "a duplicate is acknowledged"
+    );
+    assert_eq!(received(&mut server).len(), 1, "delivered once");
+
+    let close = datagram(PacketType::Close, 2, (0, 0), (0, 0, 0), &[]);
+    server.handle_datagram(now, &close);
+    assert_eq!(server.poll_event(), Some(Event::Connected));
+    assert_eq!(server.poll_event(), Some(Event::ClosedByPeer));
+    let mut drained = now;
+    while !server.is_closed() {
+        while server.poll_transmit(drained).is_some() {}
+        drained = server.poll_timeout().expect("draining");
+        server.handle_timeout(drained);
+    }
+    let drain = Config::default().max_rto * (Config::default().max_retransmissions + 1);
+    assert_eq!(drained, now + drain);
+    server.handle_datagram(drained, &first);
+    server.handle_datagram(drained, &close);
+    let stats = server.stats();
+    assert_eq!(stats.stale_dropped, 2);
+    assert_eq!(stats.datagrams_received, 7);
+}
+
+#[test]
+fn duplicate_acks_alone_never_cause_a_retransmission() {
+    let start = Instant::now();
+    let config = Config::default();
+    let room = config.max_datagram_size - HEADER_LEN;
+    let mut client = Connection::client(ID, config, start);
+    client.send(Bytes::from(vec![0; 10 * room])).unwrap();
+    let sent = std::iter::from_fn(|| client.poll_transmit(start)).count();
+    assert_eq!(sent, 11, "the hello and 10 fragments");
+    let ack = |ack, sack| datagram(PacketType::Ack, 0, (ack, sack), (0, 0, 0), &[]);
+    let feed = |client: &mut Connection, at: Instant, ack: &[u8]| {
+        client.handle_datagram(at, ack);
+        client.handle_timeout(at);
+        std::iter::from_fn(|| client.poll_transmit(at)).collect::<Vec<_>>()
+    };
+
+    // Packets 0..5 acknowledged after 1 ms (the RTO is now its 20 ms floor), then the same ack
+    // a hundred times before the RTO: no gap, nothing sent again.
+    let in_order = ack(5, 0);
+    for i in 0..100 {
+        let at = start + ms(1) + Duration::from_micros(180 * i);
+        assert!(feed(&mut client, at, &in_order).is_empty());
+    }
+    assert_eq!(client.stats().retransmissions, 0);
+
+    // 6..=10 acknowledged too, 5 missing: a gap. Packet 5 goes again once, however often the
+    // same ack arrives.
+    let gap = ack(5, 0b11111);
+    let mut again = Vec::new();
+    for i in 0..100 {
+        let at = start + ms(5) + Duration::from_micros(100 * i);
+        again.extend(feed(&mut client, at, &gap));
+    }
+    assert_eq!(client.stats().retransmissions, 1);
+    let (header, _) = Header::decode(&again[0]).unwrap();
+    assert_eq!(
+        (header.packet_type, header.packet_number),
+        (PacketType::Data, 5)
+    );
+}
+
+proptest! {
+    #[test]
+    fn random_datagrams_never_panic_and_are_counted(
+        datagrams in proptest::collection::vec(
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..80),
+                proptest::collection::vec(any::<u8>(), 0..80)
+                    .prop_map(|tail| [&b"RD\x01"[..], &tail].concat()),
+            ],
+            1..30,
+        )
+    ) {
+        let now = Instant::now();
+        let mut server = server(Config::default(), now);
+        for datagram in &datagrams {
+            server.handle_datagram(now, datagram);
+            server.handle_timeout(now);
+            while server.poll_transmit(now).is_some() {}
+        }
+        let decoded: Vec<_> = datagrams.iter().filter_map(|d| Header::decode(d).ok()).collect();
+        let stats = server.stats();
+        prop_assert_eq!(stats.garbage_dropped as usize, datagrams.len() - decoded.len());
+        let foreign = decoded.iter().filter(|(h, _)| h.connection_id != ID).count();
+        prop_assert_eq!(stats.foreign_dropped as usize, foreign);
+    }
+
+    #[test]
+    fn random_packets_of_the_connection_never_panic_or_overflow(
+        packets in proptest::collection::vec(
+            (1u8..=5, 0u32..80, 0u32..3, prop_oneof![Just(0u64), any::<u64>()],
+             0u32..3, any::<u16>(), 1u16..4, 0usize..1200),
+            1..60,
+        )
+    ) {
+        let config = Config { max_message_size: 2_000, max_receive_buffer: 4_000, ..Config::default() };
+        let start = Instant::now();
+        let mut server = server(config, start);
+        for (i, (code, number, ack, sack, message, index, count, len)) in packets.into_iter().enumerate() {
+            let packet_type = PacketType::from_code(code).unwrap();
+            let fragment = match packet_type {
+                PacketType::Data => (message, index % count, count),
+                _ => (0, 0, 0),
+            };
+            let len = if packet_type == PacketType::Data { len } else { 0 };
+            let at = start + ms(i as u64 * 100);
+            server.handle_datagram(at, &datagram(packet_type, number, (ack, sack), fragment, &vec![0; len]));
+            server.handle_timeout(at);
+            while server.poll_transmit(at).is_some() {}
+            prop_assert!(server.buffered_bytes() <= 4_000);
+            if i % 7 == 0 {
+                while server.recv().is_some() {}
+            }
+        }
+    }
+}

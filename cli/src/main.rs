@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::addressbook::AddressbookCommand;
+use commands::bench::BenchCommand;
 use commands::record::RecordCommand;
 use commands::record_server::RecordServerArgs;
 
@@ -46,6 +47,9 @@ enum Command {
     Addressbook(AddressbookCommand),
     /// Run every system on loopback, show what crosses the wire, stop, and exit 0.
     Demo,
+    /// Measure throughput over loopback and print a table.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Record(command) => commands::record::run(command),
         Command::Addressbook(command) => commands::addressbook::run(command),
         Command::Demo => commands::demo::run(),
+        Command::Bench(command) => commands::bench::run(command),
     };
     outcome.unwrap_or_else(|err| {
         eprintln!("error: {}", describe_error(&err));

@@ -8,12 +8,18 @@
 //! - [`shutdown`]: waiting for connection tasks within a grace period;
 //! - [`atomic_file`]: replacing a file so that a crash leaves the old or the new content, never a
 //!   mixture;
-//! - [`password`]: argon2id password hashes and the slow-down after failed log-ins.
+//! - [`password`]: argon2id password hashes and the slow-down after failed log-ins;
+//! - [`reliable_udp`]: the tokio driver of the reliable-datagram layer, a client connection or a
+//!   listener demultiplexing many peers on one `UdpSocket`;
+//! - [`lossy_relay`]: a UDP relay that drops a share of datagrams, for tests and benchmarks of
+//!   [`reliable_udp`] over real sockets.
 
 pub mod accept;
 pub mod atomic_file;
 pub mod listen;
+pub mod lossy_relay;
 pub mod password;
+pub mod reliable_udp;
 pub mod shutdown;
 
 pub use accept::{ConnectionLimit, accept_refusing, accept_waiting};

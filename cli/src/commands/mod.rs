@@ -1,6 +1,7 @@
-//! One module per system's subcommands, plus the demo.
+//! One module per system's subcommands, plus the demo and the benchmarks.
 
 pub mod addressbook;
+pub mod bench;
 pub mod demo;
 pub mod record;
 pub mod record_server;

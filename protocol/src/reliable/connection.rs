@@ -11,10 +11,15 @@
 //! unacknowledged behind a gap until its timer expires. A packet is sent again
 //! - when its retransmission timer expires: the RTO (RFC 6298, see [`super::rtt`]) after its last
 //!   send; each expiry doubles the RTO until the next RTT sample; or
-//! - on a gap in the acks: a packet sent after it has been acknowledged, and it has gone
-//!   unacknowledged since its last send for SRTT + 4 RTTVAR (the RTO before its floor, cap and
-//!   back-off: a time threshold as in RFC 9002, wide enough that the reordering a network does
-//!   within the usual variation of the round-trip time is not taken for loss).
+//! - on a gap in the acks: at once when a packet sent three sends after it
+//!   has been acknowledged (RFC 9002's packet threshold), or when any packet sent after it has
+//!   been acknowledged and it has gone unacknowledged since its last send for SRTT + 4 RTTVAR
+//!   (the RTO before its floor, cap and back-off: a time threshold wide enough that reordering
+//!   within the usual variation of the round-trip time is not taken for loss); or
+//! - once per RTO expiry, as a probe: a packet no later send has overtaken (a lost
+//!   retransmission, the lost tail of a burst) that has gone unacknowledged for twice SRTT +
+//!   4 RTTVAR plus the peer's ack delay, when that is shorter than the RTO. A probe neither backs
+//!   the RTO off nor counts towards a dead peer; it spares a stalled window the RTO's floor.
 //!
 //! A duplicate ack alone never triggers a retransmission: it acknowledges nothing new, so it
 //! shows no new gap. A retransmitted packet keeps its number and gives no RTT sample (Karn's
@@ -26,9 +31,9 @@
 //! violation.
 //!
 //! Receiving: see [`super::receive`]. Acks are sent for every second packet, at once for a
-//! packet out of order, a duplicate or a packet dropped for want of room (the application is not
-//! reading: the ack shows no progress but tells the peer we are alive), and otherwise after
-//! `ack_delay`; every packet sent carries the current ack.
+//! packet out of order, one that fills a gap, a duplicate or a packet dropped for want of room
+//! (the application is not reading: the ack shows no progress but tells the peer we are alive),
+//! and otherwise after `ack_delay`; every packet sent carries the current ack.
 //!
 //! Closing: [`Connection::close`] queues a close packet after everything sent so far; once it and
 //! everything before it are acknowledged, [`Event::Closed`]. The peer's close, taken in order
@@ -54,6 +59,13 @@ use super::header::{HEADER_LEN, Header, PacketType, SACK_BITS};
 use super::receive::{Arrival, Control, Receiver, expand};
 use super::rtt::RttEstimator;
 use super::{Config, Event, Stats};
+
+/// A packet sent this many transmissions before one that was acknowledged counts as lost at
+/// once (RFC 9002's packet threshold); one overtaken by fewer waits for the loss delay.
+const PACKET_THRESHOLD: u64 = 3;
+
+/// Transmissions with the moment each counts as lost, in order.
+type EarlyLosses<'a> = Box<dyn Iterator<Item = (u64, Instant)> + 'a>;
 
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -114,6 +126,8 @@ struct InFlight {
     silent_expiries: u32,
     /// Declared lost and waiting in `Connection::lost` to be sent again.
     lost: bool,
+    /// Sent again by the probe timer since the last RTO expiry (at most once per expiry).
+    probed: bool,
 }
 
 /// One end of a connection.
@@ -329,12 +343,16 @@ impl Connection {
 
     fn on_reliable(&mut self, now: Instant, header: Header, payload: Bytes) {
         let was_waiting = self.receiver.is_waiting();
+        let had_gap = self.receiver.has_gap();
         let mut controls = Vec::new();
         match self.receiver.on_packet(header, payload, &mut controls) {
             Ok(Arrival::Progress) => {
                 self.last_progress = now;
                 self.unacked_received += 1;
-                let urgent = self.unacked_received >= 2 || header.packet_type != PacketType::Data;
+                // A packet that fills a gap is acknowledged at once: the sender's window waits
+                // on it.
+                let urgent =
+                    self.unacked_received >= 2 || had_gap || header.packet_type != PacketType::Data;
                 self.schedule_ack(now, urgent);
             }
             Ok(Arrival::Held) => {
@@ -476,16 +494,68 @@ impl Connection {
         self.rtt.expected_ack_within().unwrap_or(self.rtt.rto())
     }
 
-    /// Declares lost every packet sent before one acknowledged and unacknowledged for the loss
-    /// delay since its last send.
-    fn detect_lost(&mut self, now: Instant) {
-        let delay = self.loss_delay();
-        while let Some((&transmission, number)) = self.by_transmission.first_key_value() {
-            let last_sent = self.in_flight[number].last_sent;
-            if transmission >= self.largest_acked_transmission || now < last_sent + delay {
-                break;
+    /// How long a packet that no later-sent packet overtook may go unacknowledged before it is
+    /// probed: sent again once, without backing the RTO off. Twice the usual ack time plus the
+    /// peer's ack delay, at most the RTO; there is no probe before the first RTT sample, or when
+    /// the RTO is shorter anyway. This recovers a lost retransmission or a lost tail in a
+    /// few round trips, where waiting for the RTO (with its floor) would stall the window.
+    fn probe_delay(&self) -> Duration {
+        let rto = self.rtt.rto();
+        self.rtt.expected_ack_within().map_or(rto, |expected| {
+            (expected * 2 + self.config.ack_delay).min(rto)
+        })
+    }
+
+    /// The transmissions that may count as lost short of their RTO, each with the moment it
+    /// does, in order of that moment within each of two runs: packets sent before one that was
+    /// acknowledged (the loss delay after their last send), then the others not probed since
+    /// their last RTO expiry (the probe delay after it). Sends are in transmission order, so each
+    /// run's moments only grow: a caller stops at the first one still to come.
+    fn early_losses(&self) -> (EarlyLosses<'_>, EarlyLosses<'_>) {
+        let overtaken = self.largest_acked_transmission;
+        let probe = self.probe_delay();
+        let probing = probe < self.rtt.rto();
+        let at = move |delay: Duration| {
+            move |(&transmission, number): (&u64, &u64)| {
+                (transmission, self.in_flight[number].last_sent + delay)
             }
-            self.declare_first_lost();
+        };
+        let loss_delay = self.loss_delay();
+        let evidence = self
+            .by_transmission
+            .range(..overtaken)
+            .map(move |(&t, number)| {
+                let last_sent = self.in_flight[number].last_sent;
+                // Overtaken by `PACKET_THRESHOLD` later sends, one of them acknowledged: lost now.
+                let wait = if t + PACKET_THRESHOLD <= overtaken {
+                    Duration::ZERO
+                } else {
+                    loss_delay
+                };
+                (t, last_sent + wait)
+            });
+        let probes = self
+            .by_transmission
+            .range(overtaken..)
+            .filter(move |(_, number)| probing && !self.in_flight[*number].probed)
+            .map(at(probe));
+        (Box::new(evidence), Box::new(probes))
+    }
+
+    /// Declares lost every packet whose early-loss moment has come.
+    fn detect_lost(&mut self, now: Instant) {
+        let (evidence, probes) = self.early_losses();
+        let due = |run: EarlyLosses<'_>| -> Vec<u64> {
+            run.take_while(|&(_, at)| now >= at)
+                .map(|(t, _)| t)
+                .collect()
+        };
+        let (overtaken, probed) = (due(evidence), due(probes));
+        for transmission in overtaken {
+            self.declare_lost(transmission, false);
+        }
+        for transmission in probed {
+            self.declare_lost(transmission, true);
         }
     }
 
@@ -518,11 +588,20 @@ impl Connection {
 
     /// Moves the packet sent longest ago, not declared lost yet, to the retransmission queue.
     fn declare_first_lost(&mut self) {
-        let Some((_, number)) = self.by_transmission.pop_first() else {
+        if let Some((&transmission, _)) = self.by_transmission.first_key_value() {
+            self.declare_lost(transmission, false);
+        }
+    }
+
+    /// Moves the packet of `transmission` to the retransmission queue; `probe` marks it probed,
+    /// otherwise (an RTO expiry or evidence of loss) it may be probed again later.
+    fn declare_lost(&mut self, transmission: u64, probe: bool) {
+        let Some(number) = self.by_transmission.remove(&transmission) else {
             return;
         };
         if let Some(packet) = self.in_flight.get_mut(&number) {
             packet.lost = true;
+            packet.probed = probe;
             self.lost.push_back(number);
         }
     }
@@ -548,8 +627,10 @@ impl Connection {
         if self.reassembly_deadline().is_some_and(|at| now >= at) {
             return self.fail(Event::ProtocolViolation("an incomplete message expired"));
         }
-        self.detect_lost(now);
+        // An RTO expiry (which backs off and counts towards a dead peer) takes precedence over
+        // a probe due at the same moment.
         self.on_retransmission_timer(now);
+        self.detect_lost(now);
         if self.keep_alive_deadline().is_some_and(|at| now >= at) {
             self.push_reliable(PacketType::Ping, 0, 0, 0, Bytes::new());
         }
@@ -590,15 +671,18 @@ impl Connection {
             .min()
     }
 
-    /// When the packet sent longest ago (not declared lost yet) counts as lost: after the loss
-    /// delay if a later packet was acknowledged, after the RTO in any case.
+    /// The next moment a packet in flight may count as lost: the first early-loss moment of
+    /// either run (see [`Connection::early_losses`]), or the RTO after the oldest send.
     fn loss_deadline(&self) -> Option<Instant> {
-        let (&transmission, number) = self.by_transmission.first_key_value()?;
-        let mut wait = self.rtt.rto();
-        if transmission < self.largest_acked_transmission {
-            wait = wait.min(self.loss_delay());
-        }
-        Some(self.in_flight[number].last_sent + wait)
+        let (_, oldest) = self.by_transmission.first_key_value()?;
+        let rto_at = self.in_flight[oldest].last_sent + self.rtt.rto();
+        let (mut evidence, mut probes) = self.early_losses();
+        [evidence.next(), probes.next()]
+            .into_iter()
+            .flatten()
+            .map(|(_, at)| at)
+            .chain([rto_at])
+            .min()
     }
 
     fn reassembly_deadline(&self) -> Option<Instant> {
@@ -683,6 +767,7 @@ impl Connection {
                 sends: 1,
                 silent_expiries: 0,
                 lost: false,
+                probed: false,
             },
         );
         datagram

@@ -165,6 +165,11 @@ impl Receiver {
         self.partial.is_some() || !self.early.is_empty()
     }
 
+    /// Whether packets wait for a gap to fill.
+    pub fn has_gap(&self) -> bool {
+        !self.early.is_empty()
+    }
+
     /// Bytes held: early packets, the partial message, delivered messages not yet taken.
     pub fn buffered_bytes(&self) -> usize {
         self.early_bytes + self.partial.as_ref().map_or(0, |p| p.data.len()) + self.delivered_bytes

@@ -665,7 +665,9 @@ fn a_packet_nothing_overtook_is_probed_once_before_its_rto() {
     let hello_ack = datagram(PacketType::Ack, 0, (1, 0), (0, 0, 0), &[]);
     let sent_at = start + ms(1);
     client.handle_datagram(sent_at, &hello_ack);
-    client.send(Bytes::from_static(b"lost, and nothing after it")).unwrap();
+    client
+        .send(Bytes::from_static(b"lost, and nothing after it"))
+        .unwrap();
     assert!(client.poll_transmit(sent_at).is_some());
     let mut resent = Vec::new();
     for step in 1..20 {
@@ -673,8 +675,16 @@ fn a_packet_nothing_overtook_is_probed_once_before_its_rto() {
         client.handle_timeout(at);
         resent.extend(std::iter::from_fn(|| client.poll_transmit(at)).map(|_| step));
     }
-    assert_eq!(resent, [11], "one probe at 11 ms, none after it before the RTO");
-    assert_eq!(client.stats().rto, ms(20), "a probe does not back the RTO off");
+    assert_eq!(
+        resent,
+        [11],
+        "one probe at 11 ms, none after it before the RTO"
+    );
+    assert_eq!(
+        client.stats().rto,
+        ms(20),
+        "a probe does not back the RTO off"
+    );
 }
 
 proptest! {

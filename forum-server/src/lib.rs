@@ -1,2 +1,14 @@
-//! System 2 (seed 001), not built yet: the discussion forum whose commands travel over UDP (on the
+//! System 2 (seed 001): a discussion forum whose commands travel over UDP (on the
 //! reliable-datagram layer) or TCP, with a TCP side channel for file upload and download.
+//!
+//! Built so far (the storage side; the server, client and transfers are still to come):
+//! - [`names`]: titles, file names, usernames, passwords and texts, checked before use.
+//! - [`accounts`]: `credentials.txt` with argon2 hashes; the assignment's plaintext lines are
+//!   upgraded at start-up.
+//! - [`thread`]: one thread file's format.
+//! - [`store`]: threads and uploads on disk, every change atomic, every refusal explained.
+
+pub mod accounts;
+pub mod names;
+pub mod store;
+pub mod thread;

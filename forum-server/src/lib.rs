@@ -7,8 +7,23 @@
 //!   upgraded at start-up.
 //! - [`thread`]: one thread file's format.
 //! - [`store`]: threads and uploads on disk, every change atomic, every refusal explained.
+//! - [`session`]: one client's log-in and commands, whatever transport carries them.
 
 pub mod accounts;
 pub mod names;
+pub mod session;
 pub mod store;
 pub mod thread;
+
+pub use session::{Forum, Reply, Session, Transfer};
+
+/// Why the forum could not open its data folder.
+#[derive(Debug, thiserror::Error)]
+pub enum ForumOpenError {
+    /// The accounts file.
+    #[error(transparent)]
+    Accounts(#[from] accounts::AccountError),
+    /// The threads and uploads.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}

@@ -8,12 +8,14 @@
 //! - [`thread`]: one thread file's format.
 //! - [`store`]: threads and uploads on disk, every change atomic, every refusal explained.
 //! - [`session`]: one client's log-in and commands, whatever transport carries them.
+//! - [`transfer`]: the TCP side channel for UPD and DWN bodies, size-prefixed and checksummed.
 
 pub mod accounts;
 pub mod names;
 pub mod session;
 pub mod store;
 pub mod thread;
+pub mod transfer;
 
 pub use session::{Forum, Reply, Session, Transfer};
 

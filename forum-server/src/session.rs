@@ -256,7 +256,11 @@ impl Session {
         let forum = Arc::clone(&self.forum);
         let user_owned = user.to_owned();
         match cmd {
-            Some(Cmd::Xit) => Reply::Goodbye(done(user, [format!("Goodbye, {user}")])),
+            Some(Cmd::Xit) => {
+                // Logged out before the goodbye leaves: the client may log in again at once.
+                self.stage = Stage::AskUser;
+                Reply::Goodbye(done(user, [format!("Goodbye, {user}")]))
+            }
             Some(Cmd::Sht) => self.shutdown(user, &args),
             Some(Cmd::Upd) => upload(&forum, user, &args).await,
             Some(Cmd::Dwn) => download(&forum, user, &args).await,

@@ -544,8 +544,8 @@ mod tests {
             yoda.handle(env("XIT", &[])).await,
             Reply::Goodbye(_)
         ));
-        drop(yoda);
-        assert!(!forum.is_online("Yoda"));
+        assert!(!forum.is_online("Yoda"), "logged out by XIT itself");
+        assert_eq!(yoda.user(), None);
         assert_eq!(sent(other.handle(env("user", &["Yoda"])).await).0, "pw");
         let (cmd, args) = sent(other.handle(env("pw", &["sith"])).await);
         assert_eq!(

@@ -1,7 +1,7 @@
 //! System 2 (seed 001): a discussion forum whose commands travel over UDP (on the
 //! reliable-datagram layer) or TCP, with a TCP side channel for file upload and download.
 //!
-//! Built so far (the client and the `cli` commands are still to come):
+//! Built so far (the `cli` commands are still to come):
 //! - [`names`]: titles, file names, usernames, passwords and texts, checked before use.
 //! - [`accounts`]: `credentials.txt` with argon2 hashes; the assignment's plaintext lines are
 //!   upgraded at start-up.
@@ -11,9 +11,11 @@
 //! - [`transfer`]: the TCP side channel for UPD and DWN bodies, size-prefixed and checksummed.
 //! - [`channel`]: envelopes over TCP (length-prefixed) or UDP (reliable-datagram messages).
 //! - [`server`]: [`server::run`] serves either transport until a shutdown future or an SHT.
+//! - [`client`]: [`client::ForumClient`], a session over either transport, with transfers.
 
 pub mod accounts;
 pub mod channel;
+pub mod client;
 pub mod names;
 pub mod server;
 pub mod session;

@@ -365,3 +365,72 @@ async fn garbage_datagrams_do_no_harm() {
     assert_eq!(yoda.say("LST", &[]).await.1, ["No threads to list"]);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_library_logs_in_transfers_and_hears_the_idle_notice() {
+    use forum_server::client::{ClientError, ForumClient, TransportKind};
+    for (kind, transport) in [
+        (Kind::Udp, TransportKind::Udp),
+        (Kind::Tcp, TransportKind::Tcp),
+    ] {
+        let server =
+            ForumServer::start(kind, |config| config.idle_timeout = Duration::from_secs(1)).await;
+        let mut client = ForumClient::connect(server.addr, transport, PATIENCE)
+            .await
+            .unwrap();
+        assert_eq!(
+            client.request("user", &["Yoda"]).await.unwrap().cmd,
+            "newPw"
+        );
+        assert_eq!(
+            client.request("newPw", &["jedi"]).await.unwrap().cmd,
+            "done"
+        );
+        client.set_user("Yoda");
+        client.request("CRT", &["3331"]).await.unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("report.pdf");
+        std::fs::write(&source, vec![7u8; 300_000]).unwrap();
+        let mut seen = 0;
+        let verdict = client
+            .upload("3331", &source, |sent| seen = sent)
+            .await
+            .unwrap();
+        assert_eq!(verdict, "report.pdf uploaded to 3331 thread");
+        assert_eq!(seen, 300_000, "progress reported to the end");
+        let refused = client.upload("9999", &source, |_| {}).await.unwrap_err();
+        assert!(
+            matches!(&refused, ClientError::Refused { status, .. } if status == "no-thread"),
+            "{refused}"
+        );
+
+        let out = tempfile::tempdir().unwrap();
+        let saved = client
+            .download("3331", "report.pdf", out.path(), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(saved).unwrap(), vec![7u8; 300_000]);
+        let missing = client
+            .download("3331", "nope.pdf", out.path(), |_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "File nope.pdf does not exist in thread 3331"
+        );
+        assert_eq!(
+            std::fs::read_dir(out.path()).unwrap().count(),
+            1,
+            "no partial file left"
+        );
+
+        let ended = timeout(PATIENCE, client.ended()).await.unwrap();
+        assert_eq!(
+            ended.to_string(),
+            "Session ended after 1 s without a command",
+            "{kind:?}"
+        );
+        server.stop().await;
+    }
+}

@@ -262,8 +262,7 @@ impl Session {
                 Reply::Goodbye(done(user, [format!("Goodbye, {user}")]))
             }
             Some(Cmd::Sht) => self.shutdown(user, &args),
-            Some(Cmd::Upd) => upload(&forum, user, &args).await,
-            Some(Cmd::Dwn) => download(&forum, user, &args).await,
+            Some(cmd @ (Cmd::Upd | Cmd::Dwn)) => transfer(&forum, user, cmd, &args).await,
             Some(cmd) => {
                 let outcome = tokio::task::spawn_blocking(move || {
                     run_command(&forum.store, cmd, &user_owned, &args)
@@ -402,40 +401,29 @@ pub fn usage(cmd: Cmd) -> &'static str {
     }
 }
 
-async fn upload(forum: &Arc<Forum>, user: &str, args: &[String]) -> Reply {
+/// UPD or DWN: checks the request against the store (off the async runtime) and turns it into
+/// the [`Transfer`] the transport arranges, or the store's refusal.
+async fn transfer(forum: &Arc<Forum>, user: &str, cmd: Cmd, args: &[String]) -> Reply {
     let [title, file] = args else {
         return reply_of(
             user,
-            Err(CommandError::Usage(format!("Usage: {}", usage(Cmd::Upd)))),
+            Err(CommandError::Usage(format!("Usage: {}", usage(cmd)))),
         );
     };
-    let (forum, t, f) = (Arc::clone(forum), title.clone(), file.clone());
-    let checked = tokio::task::spawn_blocking(move || forum.store.check_upload(&t, &f)).await;
+    let (forum, title, file) = (Arc::clone(forum), title.clone(), file.clone());
+    let checked = tokio::task::spawn_blocking(move || match cmd {
+        Cmd::Upd => forum
+            .store
+            .check_upload(&title, &file)
+            .map(|()| Transfer::Upload { title, file }),
+        _ => forum
+            .store
+            .download_path(&title, &file)
+            .map(|path| Transfer::Download { title, file, path }),
+    })
+    .await;
     match checked {
-        Ok(Ok(())) => Reply::Transfer(Transfer::Upload {
-            title: title.clone(),
-            file: file.clone(),
-        }),
-        Ok(Err(err)) => reply_of(user, Err(err.into())),
-        Err(err) => reply_of(user, Err(CommandError::Internal(err.to_string()))),
-    }
-}
-
-async fn download(forum: &Arc<Forum>, user: &str, args: &[String]) -> Reply {
-    let [title, file] = args else {
-        return reply_of(
-            user,
-            Err(CommandError::Usage(format!("Usage: {}", usage(Cmd::Dwn)))),
-        );
-    };
-    let (forum, t, f) = (Arc::clone(forum), title.clone(), file.clone());
-    let found = tokio::task::spawn_blocking(move || forum.store.download_path(&t, &f)).await;
-    match found {
-        Ok(Ok(path)) => Reply::Transfer(Transfer::Download {
-            title: title.clone(),
-            file: file.clone(),
-            path,
-        }),
+        Ok(Ok(transfer)) => Reply::Transfer(transfer),
         Ok(Err(err)) => reply_of(user, Err(err.into())),
         Err(err) => reply_of(user, Err(CommandError::Internal(err.to_string()))),
     }

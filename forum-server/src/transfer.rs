@@ -398,43 +398,22 @@ mod tests {
         assert_eq!(wire.len(), 8 + body.len() + DIGEST_LEN);
 
         let copy = dir.path().join("copy.bin");
-        let got = receive_body(
-            &mut &wire[..],
-            &copy,
-            1 << 20,
-            Duration::from_secs(5),
-            |_| {},
-        )
-        .await
-        .unwrap();
-        assert_eq!(got, body.len() as u64);
+        let receive = async |wire: &[u8], limit: u64| {
+            receive_body(&mut &wire[..], &copy, limit, Duration::from_secs(5), |_| {}).await
+        };
+        assert_eq!(receive(&wire, 1 << 20).await.unwrap(), body.len() as u64);
         assert_eq!(std::fs::read(&copy).unwrap(), body);
 
         let mut corrupted = wire.clone();
         corrupted[1000] ^= 1;
-        let err = receive_body(
-            &mut &corrupted[..],
-            &copy,
-            1 << 20,
-            Duration::from_secs(5),
-            |_| {},
-        )
-        .await
-        .unwrap_err();
-        assert!(err.to_string().contains("checksum"), "{err}");
-        let err = receive_body(
-            &mut &wire[..5000],
-            &copy,
-            1 << 20,
-            Duration::from_secs(5),
-            |_| {},
-        )
-        .await
-        .unwrap_err();
-        assert!(err.to_string().contains("short"), "{err}");
-        let err = receive_body(&mut &wire[..], &copy, 1000, Duration::from_secs(5), |_| {})
-            .await
-            .unwrap_err();
-        assert!(err.to_string().contains("over the limit"), "{err}");
+        let refusals = [
+            (receive(&corrupted, 1 << 20).await, "checksum"),
+            (receive(&wire[..5000], 1 << 20).await, "short"),
+            (receive(&wire, 1000).await, "over the limit"),
+        ];
+        for (outcome, why) in refusals {
+            let err = outcome.unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+        }
     }
 }

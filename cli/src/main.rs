@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 use commands::addressbook::AddressbookCommand;
 use commands::bench::BenchCommand;
+use commands::forum::ForumCommand;
 use commands::record::RecordCommand;
 use commands::record_server::RecordServerArgs;
 
@@ -42,6 +43,10 @@ enum Command {
     /// for scripts.
     #[command(subcommand)]
     Record(RecordCommand),
+    /// Forum (seed 001): threads, messages and files, commands over UDP (reliable-datagram
+    /// layer) or TCP.
+    #[command(subcommand)]
+    Forum(ForumCommand),
     /// Address book (seed 002): e-mail to name lookup over TCP with a `!cb` Q/R header.
     #[command(subcommand)]
     Addressbook(AddressbookCommand),
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::RecordServer(args) => commands::record_server::run(args),
         Command::Record(command) => commands::record::run(command),
+        Command::Forum(command) => commands::forum::run(command),
         Command::Addressbook(command) => commands::addressbook::run(command),
         Command::Demo => commands::demo::run(),
         Command::Bench(command) => commands::bench::run(command),

@@ -3,6 +3,7 @@
 pub mod addressbook;
 pub mod bench;
 pub mod demo;
+pub mod forum;
 pub mod record;
 pub mod record_server;
 

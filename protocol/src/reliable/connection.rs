@@ -2,13 +2,23 @@
 //! (the shape of quinn-proto): the caller feeds it datagrams ([`Connection::handle_datagram`])
 //! and timer expiries ([`Connection::handle_timeout`]), and drains datagrams to send
 //! ([`Connection::poll_transmit`]), the next deadline ([`Connection::poll_timeout`]), events
-//! ([`Connection::poll_event`]) and delivered messages ([`Connection::recv`]).
+//! ([`Connection::poll_event`]) and delivered messages ([`Connection::recv`]). A driver that
+//! cares for copies and allocations takes datagrams with [`Connection::poll_transmit_into`] (into
+//! a buffer of its own, several to one system call) or [`Connection::poll_datagram`] (header
+//! and payload apart, for a vectored system call, the payload shared with the message rather
+//! than copied), and hands received datagrams over as [`Bytes`] with
+//! [`Connection::handle_datagram_bytes`], so that payloads are kept without a copy.
 //!
 //! Sending: a message is cut into fragments that fit the datagram size, each a data packet with
-//! the next packet number. At most `max_in_flight` packets are unacknowledged at once, and a new
-//! packet goes only if its number is at most [`SACK_BITS`] past the oldest unacknowledged one:
-//! the receiver can then acknowledge every packet the moment it arrives, and no packet waits
-//! unacknowledged behind a gap until its timer expires. A packet is sent again
+//! the next packet number. The window: a new packet goes only if its number is less than
+//! `max_in_flight` past the oldest unacknowledged one, and never more than [`SACK_BITS`] past it,
+//! so that the receiver can acknowledge every packet the moment it arrives and no packet waits
+//! unacknowledged behind a gap until its timer expires; and only if the payload from the oldest
+//! unacknowledged packet to it, those acknowledged selectively included (the receiver holds them
+//! until the gap before them fills), fits what the receiver can hold ahead of a gap (its
+//! `max_receive_buffer` less two largest messages, at least a quarter of it; both ends are
+//! configured alike), so that a loss does not make the receiver drop for want of room the
+//! packets after it. A packet is sent again
 //! - when its retransmission timer expires: the RTO (RFC 6298, see [`super::rtt`]) after its last
 //!   send; each expiry doubles the RTO until the next RTT sample; or
 //! - on a gap in the acks: at once when a packet sent three sends after it
@@ -18,8 +28,10 @@
 //!   within the usual variation of the round-trip time is not taken for loss); or
 //! - once per RTO expiry, as a probe: a packet no later send has overtaken (a lost
 //!   retransmission, the lost tail of a burst) that has gone unacknowledged for twice SRTT +
-//!   4 RTTVAR plus the peer's ack delay, when that is shorter than the RTO. A probe neither backs
-//!   the RTO off nor counts towards a dead peer; it spares a stalled window the RTO's floor.
+//!   4 RTTVAR plus the peer's ack delay (left out while the peer has a gap, as it then
+//!   acknowledges every arrival at once), when that is shorter than the RTO. A probe neither
+//!   backs the RTO off nor counts towards a dead peer; it spares a stalled window the RTO's
+//!   floor.
 //!
 //! A duplicate ack alone never triggers a retransmission: it acknowledges nothing new, so it
 //! shows no new gap. A retransmitted packet keeps its number and gives no RTT sample (Karn's
@@ -55,9 +67,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::header::{HEADER_LEN, Header, PacketType, SACK_BITS};
-use super::receive::{Arrival, Control, Receiver, expand};
+use super::header::{HEADER_LEN, Header, PacketType, SACK_BITS, Sack};
+use super::receive::{Arrival, Control, Payload, Receiver, expand};
 use super::rtt::RttEstimator;
+use super::window::Window;
 use super::{Config, Event, Stats};
 
 /// A packet sent this many transmissions before one that was acknowledged counts as lost at
@@ -66,6 +79,32 @@ const PACKET_THRESHOLD: u64 = 3;
 
 /// Transmissions with the moment each counts as lost, in order.
 type EarlyLosses<'a> = Box<dyn Iterator<Item = (u64, Instant)> + 'a>;
+
+/// A datagram to send, in two parts (see [`Connection::poll_datagram`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// The encoded header.
+    pub header: [u8; HEADER_LEN],
+    /// The payload after it: a data packet's part of its message, empty for the other types.
+    pub payload: Bytes,
+}
+
+impl Datagram {
+    /// The datagram's length in bytes.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.payload.len()
+    }
+
+    /// Whether the datagram is empty: never (the header is always there).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The datagram in one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.header[..], &self.payload].concat()
+    }
+}
 
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -107,6 +146,8 @@ enum State {
 struct Outgoing {
     /// Its packet number; the header carries the low 32 bits.
     number: u64,
+    /// Where its payload starts in the stream of every payload byte queued.
+    offset: u64,
     header: Header,
     payload: Bytes,
 }
@@ -143,10 +184,9 @@ pub struct Connection {
     queue: VecDeque<Outgoing>,
     queued_bytes: usize,
     /// Packets sent and not acknowledged, by number.
-    in_flight: BTreeMap<u64, InFlight>,
-    /// Bit `i`: packet `sent_end() - 1 - i` is in `in_flight` (none is further below, see
-    /// [`Connection::may_send_new`]).
-    in_flight_bits: u128,
+    in_flight: Window<InFlight>,
+    /// Payload bytes queued so far: the stream offset of the next packet's payload.
+    next_offset: u64,
     /// The packets of `in_flight` not declared lost, by the transmission counter at their last
     /// send, which orders them by the time of their last send too.
     by_transmission: BTreeMap<u64, u64>,
@@ -156,6 +196,8 @@ pub struct Connection {
     transmissions: u64,
     /// The largest first transmission counter of a packet acknowledged.
     largest_acked_transmission: u64,
+    /// The largest packet number acknowledged.
+    largest_acked_number: Option<u64>,
     rtt: RttEstimator,
     receiver: Receiver,
     ack_due: Option<Instant>,
@@ -206,12 +248,13 @@ impl Connection {
             next_message_id: 1,
             queue: VecDeque::new(),
             queued_bytes: 0,
-            in_flight: BTreeMap::new(),
-            in_flight_bits: 0,
+            in_flight: Window::new(),
+            next_offset: 0,
             by_transmission: BTreeMap::new(),
             lost: VecDeque::new(),
             transmissions: 0,
             largest_acked_transmission: 0,
+            largest_acked_number: None,
             ack_due: None,
             unacked_received: 0,
             last_received: now,
@@ -315,8 +358,21 @@ impl Connection {
     }
 
     /// Takes a datagram from the peer. Anything that is not a well-formed packet of this
-    /// connection is counted and dropped.
+    /// connection is counted and dropped. A data packet's payload is copied where it has to be
+    /// kept (a packet held until a gap before it fills, a message of one fragment); see
+    /// [`Connection::handle_datagram_bytes`] to avoid even that.
     pub fn handle_datagram(&mut self, now: Instant, datagram: &[u8]) {
+        self.handle(now, datagram, None);
+    }
+
+    /// As [`Connection::handle_datagram`], but a data packet's payload is kept as a slice of
+    /// `datagram` rather than copied (and with it the whole of `datagram`'s buffer, until the
+    /// payload is delivered or, for a fragment, put back together with the rest of its message).
+    pub fn handle_datagram_bytes(&mut self, now: Instant, datagram: Bytes) {
+        self.handle(now, &datagram, Some(&datagram));
+    }
+
+    fn handle(&mut self, now: Instant, datagram: &[u8], shared: Option<&Bytes>) {
         self.stats.datagrams_received += 1;
         if self.state == State::Closed {
             self.stats.stale_dropped += 1;
@@ -336,12 +392,16 @@ impl Connection {
             return;
         }
         if header.packet_type.is_reliable() {
-            self.on_reliable(now, header, Bytes::copy_from_slice(payload));
+            let payload = match shared {
+                Some(datagram) => Payload::Shared(datagram.slice(HEADER_LEN..)),
+                None => Payload::Lent(payload),
+            };
+            self.on_reliable(now, header, payload);
         }
         self.finish_close();
     }
 
-    fn on_reliable(&mut self, now: Instant, header: Header, payload: Bytes) {
+    fn on_reliable(&mut self, now: Instant, header: Header, payload: Payload<'_>) {
         let was_waiting = self.receiver.is_waiting();
         let had_gap = self.receiver.has_gap();
         let mut controls = Vec::new();
@@ -414,25 +474,28 @@ impl Connection {
     }
 
     /// Applies the peer's acknowledgement of our packets.
-    fn on_ack(&mut self, now: Instant, ack: u32, sack: u64) -> Result<(), &'static str> {
+    fn on_ack(&mut self, now: Instant, ack: u32, sack: Sack) -> Result<(), &'static str> {
         let sent_end = self.sent_end();
         let ack = expand(sent_end, ack);
-        let highest_sacked = ack + u64::from(SACK_BITS - sack.leading_zeros());
-        if ack > sent_end || (sack != 0 && highest_sacked >= sent_end) {
+        let beyond = sack
+            .highest()
+            .is_some_and(|i| ack + 1 + u64::from(i) >= sent_end);
+        if ack > sent_end || beyond {
             return Err("an ack of a packet never sent");
         }
         let mut sample = None;
-        while self
-            .in_flight
-            .first_key_value()
-            .is_some_and(|(&n, _)| n < ack)
-        {
-            let (number, packet) = self.in_flight.pop_first().expect("checked");
-            self.on_acked(number, packet, &mut sample);
+        while self.in_flight.first_key().is_some_and(|n| n < ack) {
+            let (_, packet) = self.in_flight.pop_first().expect("checked");
+            self.on_acked(packet, &mut sample);
         }
-        for number in self.selectively_acked(sent_end, ack, sack) {
-            let packet = self.in_flight.remove(&number).expect("in flight");
-            self.on_acked(number, packet, &mut sample);
+        // The bitmap mostly repeats what earlier acks said: only the packets still in flight
+        // count.
+        if !self.in_flight.is_empty() {
+            for i in sack.ones() {
+                if let Some(packet) = self.in_flight.remove(ack + 1 + u64::from(i)) {
+                    self.on_acked(packet, &mut sample);
+                }
+            }
         }
         if let Some((_, first_sent)) = sample {
             self.rtt
@@ -442,38 +505,16 @@ impl Connection {
         Ok(())
     }
 
-    /// The packets in flight that bitmap `sack` after cumulative `ack` reports, found through
-    /// `in_flight_bits` (the bitmap mostly repeats what earlier acks said).
-    fn selectively_acked(
-        &self,
-        sent_end: u64,
-        ack: u64,
-        sack: u64,
-    ) -> impl Iterator<Item = u64> + use<> {
-        // Bit 63 - j of the reversed bitmap reports packet ack + 1 + j, which is bit
-        // sent_end - ack - 2 - j of `in_flight_bits`: shift by sent_end - ack - 65.
-        let reversed = u128::from(sack.reverse_bits());
-        let aligned = match (sent_end - ack).checked_sub(65) {
-            Some(shift) if shift >= 128 => 0,
-            Some(shift) => reversed << shift,
-            None => reversed >> (65 - (sent_end - ack)),
-        };
-        let mut acked = self.in_flight_bits & aligned;
-        std::iter::from_fn(move || {
-            let bit = (acked != 0).then(|| acked.trailing_zeros())?;
-            acked &= acked - 1;
-            Some(sent_end - 1 - u64::from(bit))
-        })
-    }
-
     /// Forgets an acknowledged packet. `sample` keeps the send time of the last-sent packet
     /// acknowledged that was sent only once (Karn's rule), by its transmission counter.
-    fn on_acked(&mut self, number: u64, packet: InFlight, sample: &mut Option<(u64, Instant)>) {
-        self.in_flight_bits &= !(1 << (self.sent_end() - 1 - number));
+    fn on_acked(&mut self, packet: InFlight, sample: &mut Option<(u64, Instant)>) {
         self.queued_bytes -= packet.packet.payload.len();
         if !packet.lost {
             self.by_transmission.remove(&packet.transmission);
         }
+        let number = packet.packet.number;
+        self.largest_acked_number =
+            Some(self.largest_acked_number.map_or(number, |n| n.max(number)));
         self.largest_acked_transmission = self
             .largest_acked_transmission
             .max(packet.first_transmission);
@@ -499,11 +540,25 @@ impl Connection {
     /// peer's ack delay, at most the RTO; there is no probe before the first RTT sample, or when
     /// the RTO is shorter anyway. This recovers a lost retransmission or a lost tail in a
     /// few round trips, where waiting for the RTO (with its floor) would stall the window.
+    ///
+    /// The peer's ack delay is left out while the peer has a gap (a packet below one it
+    /// acknowledged is missing): it then acknowledges every arrival at once (see
+    /// [`super::receive`]), and a lost retransmission of the oldest packet, which holds the
+    /// whole window up, is probed after two usual ack times rather than the ack delay too.
     fn probe_delay(&self) -> Duration {
         let rto = self.rtt.rto();
-        self.rtt.expected_ack_within().map_or(rto, |expected| {
-            (expected * 2 + self.config.ack_delay).min(rto)
-        })
+        let peer_has_gap = self
+            .in_flight
+            .first_key()
+            .is_some_and(|oldest| self.largest_acked_number.is_some_and(|n| n > oldest));
+        let ack_delay = if peer_has_gap {
+            Duration::ZERO
+        } else {
+            self.config.ack_delay
+        };
+        self.rtt
+            .expected_ack_within()
+            .map_or(rto, |expected| (expected * 2 + ack_delay).min(rto))
     }
 
     /// The transmissions that may count as lost short of their RTO, each with the moment it
@@ -517,7 +572,7 @@ impl Connection {
         let probing = probe < self.rtt.rto();
         let at = move |delay: Duration| {
             move |(&transmission, number): (&u64, &u64)| {
-                (transmission, self.in_flight[number].last_sent + delay)
+                (transmission, self.in_flight[*number].last_sent + delay)
             }
         };
         let loss_delay = self.loss_delay();
@@ -525,7 +580,7 @@ impl Connection {
             .by_transmission
             .range(..overtaken)
             .map(move |(&t, number)| {
-                let last_sent = self.in_flight[number].last_sent;
+                let last_sent = self.in_flight[*number].last_sent;
                 // Overtaken by `PACKET_THRESHOLD` later sends, one of them acknowledged: lost now.
                 let wait = if t + PACKET_THRESHOLD <= overtaken {
                     Duration::ZERO
@@ -537,13 +592,16 @@ impl Connection {
         let probes = self
             .by_transmission
             .range(overtaken..)
-            .filter(move |(_, number)| probing && !self.in_flight[*number].probed)
+            .filter(move |(_, number)| probing && !self.in_flight[**number].probed)
             .map(at(probe));
         (Box::new(evidence), Box::new(probes))
     }
 
     /// Declares lost every packet whose early-loss moment has come.
     fn detect_lost(&mut self, now: Instant) {
+        if self.by_transmission.is_empty() {
+            return;
+        }
         let (evidence, probes) = self.early_losses();
         let due = |run: EarlyLosses<'_>| -> Vec<u64> {
             run.take_while(|&(_, at)| now >= at)
@@ -566,7 +624,7 @@ impl Connection {
         let mut expired = false;
         while let Some((_, &number)) = self.by_transmission.first_key_value() {
             let heard_from = self.last_received;
-            let packet = self.in_flight.get_mut(&number).expect("in flight");
+            let packet = self.in_flight.get_mut(number).expect("in flight");
             if now < packet.last_sent + rto {
                 break;
             }
@@ -599,7 +657,7 @@ impl Connection {
         let Some(number) = self.by_transmission.remove(&transmission) else {
             return;
         };
-        if let Some(packet) = self.in_flight.get_mut(&number) {
+        if let Some(packet) = self.in_flight.get_mut(number) {
             packet.lost = true;
             packet.probed = probe;
             self.lost.push_back(number);
@@ -648,7 +706,6 @@ impl Connection {
         self.queue.clear();
         self.queued_bytes = 0;
         self.in_flight.clear();
-        self.in_flight_bits = 0;
         self.by_transmission.clear();
         self.lost.clear();
     }
@@ -675,7 +732,7 @@ impl Connection {
     /// either run (see [`Connection::early_losses`]), or the RTO after the oldest send.
     fn loss_deadline(&self) -> Option<Instant> {
         let (_, oldest) = self.by_transmission.first_key_value()?;
-        let rto_at = self.in_flight[oldest].last_sent + self.rtt.rto();
+        let rto_at = self.in_flight[*oldest].last_sent + self.rtt.rto();
         let (mut evidence, mut probes) = self.early_losses();
         [evidence.next(), probes.next()]
             .into_iter()
@@ -701,20 +758,55 @@ impl Connection {
     }
 
     /// The next datagram to send, if any: a retransmission first, then a new packet if the
-    /// window allows, then an ack that is due.
+    /// window allows, then an ack that is due. See [`Connection::poll_transmit_into`] to encode
+    /// into a buffer of the caller's.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let mut datagram = Vec::new();
+        self.poll_transmit_into(now, &mut datagram)?;
+        Some(datagram)
+    }
+
+    /// As [`Connection::poll_transmit`], but the datagram is appended to `out` (a driver can
+    /// collect several in one buffer for one system call); returns its length, or `None` (and
+    /// leaves `out` alone) if there is nothing to send.
+    pub fn poll_transmit_into(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<usize> {
+        let (header, number) = self.next_transmit(now)?;
+        let payload = match number {
+            Some(number) => &self.in_flight[number].packet.payload[..],
+            None => &[],
+        };
+        out.reserve(HEADER_LEN + payload.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(payload);
+        Some(HEADER_LEN + payload.len())
+    }
+
+    /// As [`Connection::poll_transmit`], but the datagram comes in two parts, the header and
+    /// the payload (shared with the message it is part of, not copied), for a driver that sends
+    /// them with one vectored system call.
+    pub fn poll_datagram(&mut self, now: Instant) -> Option<Datagram> {
+        let (header, number) = self.next_transmit(now)?;
+        let payload = number.map_or_else(Bytes::new, |number| {
+            self.in_flight[number].packet.payload.clone()
+        });
+        Some(Datagram { header, payload })
+    }
+
+    /// The header of the next datagram to send and, for a reliable packet, its number (its
+    /// payload is the packet's in `in_flight`).
+    fn next_transmit(&mut self, now: Instant) -> Option<([u8; HEADER_LEN], Option<u64>)> {
         if self.state == State::Closed {
             return None;
         }
-        if let Some(datagram) = self.next_retransmission(now) {
-            return Some(datagram);
+        if let Some(sent) = self.next_retransmission(now) {
+            return Some(sent);
         }
         if self.may_send_new() {
             let packet = self.queue.pop_front().expect("checked");
             return Some(self.transmit_new(now, packet));
         }
         match self.ack_due {
-            Some(due) if now >= due => Some(self.transmit_ack()),
+            Some(due) if now >= due => Some((self.transmit_ack(), None)),
             _ => None,
         }
     }
@@ -726,14 +818,36 @@ impl Connection {
         let Some(next) = self.queue.front() else {
             return false;
         };
-        let oldest = self.in_flight.keys().next().map_or(next.number, |&n| n);
-        self.in_flight.len() < self.config.max_in_flight
-            && next.number <= oldest + u64::from(SACK_BITS)
+        let Some(oldest) = self.in_flight.first_key() else {
+            return true;
+        };
+        let span = next.offset + next.payload.len() as u64 - self.in_flight[oldest].packet.offset;
+        next.number < oldest + self.window() && span <= self.span_budget()
     }
 
-    fn next_retransmission(&mut self, now: Instant) -> Option<Vec<u8>> {
+    /// Payload bytes from the oldest packet unacknowledged to the newest sent at most: what the
+    /// peer's receive buffer (configured like ours) can hold ahead of a gap beside a message
+    /// being put back together, its limit less two largest messages (see [`super::receive`]),
+    /// but at least a quarter of its limit. The packets selectively acknowledged count too, as
+    /// the peer holds them until the gap fills. Past that, packets after a loss would be dropped
+    /// for want of room and sent again and again until the gap filled.
+    fn span_budget(&self) -> u64 {
+        let max_message = self.config.max_message_size;
+        let limit = self.config.max_receive_buffer.max(max_message);
+        let budget = limit.saturating_sub(2 * max_message).max(limit / 4);
+        u64::try_from(budget).unwrap_or(u64::MAX)
+    }
+
+    /// How far past the oldest packet unacknowledged a new one may go: `max_in_flight`, at most
+    /// one more than the selective acks reach.
+    fn window(&self) -> u64 {
+        let max = u64::try_from(self.config.max_in_flight).unwrap_or(u64::MAX);
+        max.clamp(1, u64::from(SACK_BITS) + 1)
+    }
+
+    fn next_retransmission(&mut self, now: Instant) -> Option<([u8; HEADER_LEN], Option<u64>)> {
         while let Some(number) = self.lost.pop_front() {
-            let Some(packet) = self.in_flight.get_mut(&number).filter(|p| p.lost) else {
+            let Some(packet) = self.in_flight.get_mut(number).filter(|p| p.lost) else {
                 continue; // acked meanwhile
             };
             self.transmissions += 1;
@@ -741,23 +855,22 @@ impl Connection {
             packet.sends += 1;
             packet.last_sent = now;
             packet.transmission = self.transmissions;
-            let (header, payload) = (packet.packet.header, packet.packet.payload.clone());
+            let header = packet.packet.header;
             self.by_transmission.insert(self.transmissions, number);
             self.stats.retransmissions += 1;
-            return Some(self.encode(header, &payload));
+            return Some((self.encode(header), Some(number)));
         }
         None
     }
 
-    fn transmit_new(&mut self, now: Instant, packet: Outgoing) -> Vec<u8> {
+    fn transmit_new(&mut self, now: Instant, packet: Outgoing) -> ([u8; HEADER_LEN], Option<u64>) {
         self.transmissions += 1;
         self.last_reliable_sent = now;
-        let datagram = self.encode(packet.header, &packet.payload);
-        self.by_transmission
-            .insert(self.transmissions, packet.number);
-        self.in_flight_bits = self.in_flight_bits << 1 | 1;
-        self.in_flight.insert(
-            packet.number,
+        let header = self.encode(packet.header);
+        let number = packet.number;
+        self.by_transmission.insert(self.transmissions, number);
+        self.in_flight.push(
+            number,
             InFlight {
                 packet,
                 first_sent: now,
@@ -770,33 +883,30 @@ impl Connection {
                 probed: false,
             },
         );
-        datagram
+        (header, Some(number))
     }
 
-    fn transmit_ack(&mut self) -> Vec<u8> {
+    fn transmit_ack(&mut self) -> [u8; HEADER_LEN] {
         let header = Header {
             packet_type: PacketType::Ack,
             connection_id: self.connection_id,
             packet_number: 0,
             ack: 0,
-            sack: 0,
+            sack: Sack::EMPTY,
             message_id: 0,
             fragment_index: 0,
             fragment_count: 0,
         };
-        self.encode(header, &[])
+        self.encode(header)
     }
 
-    /// The datagram for `header` and `payload`, with the current acknowledgement.
-    fn encode(&mut self, mut header: Header, payload: &[u8]) -> Vec<u8> {
+    /// `header` encoded with the current acknowledgement, for a datagram about to go.
+    fn encode(&mut self, mut header: Header) -> [u8; HEADER_LEN] {
         (header.ack, header.sack) = self.receiver.ack_fields();
         self.ack_due = None;
         self.unacked_received = 0;
-        let mut datagram = Vec::with_capacity(HEADER_LEN + payload.len());
-        header.encode(&mut datagram);
-        datagram.extend_from_slice(payload);
         self.stats.datagrams_sent += 1;
-        datagram
+        header.to_bytes()
     }
 
     fn push_reliable(
@@ -813,15 +923,18 @@ impl Connection {
             connection_id: self.connection_id,
             packet_number: number as u32,
             ack: 0,
-            sack: 0,
+            sack: Sack::EMPTY,
             message_id,
             fragment_index,
             fragment_count,
         };
         self.next_packet_number += 1;
         self.queued_bytes += payload.len();
+        let offset = self.next_offset;
+        self.next_offset += payload.len() as u64;
         self.queue.push_back(Outgoing {
             number,
+            offset,
             header,
             payload,
         });

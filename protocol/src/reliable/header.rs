@@ -1,19 +1,26 @@
-//! The packet header of the reliable-datagram layer: 32 bytes, big-endian, at the start of
+//! The packet header of the reliable-datagram layer: 56 bytes, big-endian, at the start of
 //! every datagram.
 //!
 //! | offset | size | field | meaning |
 //! |---|---|---|---|
 //! | 0 | 2 | magic | `b"RD"`: anything else is not ours |
-//! | 2 | 1 | version | [`VERSION`] (1) |
+//! | 2 | 1 | version | [`VERSION`] (2) |
 //! | 3 | 1 | type | [`PacketType`]: 1 hello, 2 data, 3 ack, 4 ping, 5 close |
 //! | 4 | 4 | connection id | chosen by the client, echoed by the server |
 //! | 8 | 4 | packet number | this packet's place in the sender's reliable sequence (0 for ack) |
 //! | 12 | 4 | cumulative ack | every packet below this number has been received |
-//! | 16 | 8 | selective acks | bit `i` set: packet `ack + 1 + i` has been received too |
-//! | 24 | 4 | message id | the message a data packet carries part of (0 otherwise) |
-//! | 28 | 2 | fragment index | which part, from 0 |
-//! | 30 | 2 | fragment count | how many parts the message has (1 to 65535; 0 when no message) |
-//! | 32 | .. | payload | a data packet's part of the message; empty for the other types |
+//! | 16 | 32 | selective acks | a 256-bit number: bit `i` set, packet `ack + 1 + i` has been received too |
+//! | 48 | 4 | message id | the message a data packet carries part of (0 otherwise) |
+//! | 52 | 2 | fragment index | which part, from 0 |
+//! | 54 | 2 | fragment count | how many parts the message has (1 to 65535; 0 when no message) |
+//! | 56 | .. | payload | a data packet's part of the message; empty for the other types |
+//!
+//! The selective acks are big-endian like the rest: bit `i` is bit `i % 8` of byte
+//! `47 - i / 8`, so byte 47 reports packets `ack + 1` to `ack + 8` and byte 16 packets
+//! `ack + 249` to `ack + 256`. They reach as far as a sender may run ahead of the oldest packet
+//! it has unacknowledged ([`SACK_BITS`], see [`super::connection`]), so the bitmap's width is the
+//! widest window the layer allows. (Version 1 had a 64-bit bitmap at offset 16 and the message
+//! fields at 24, a 32-byte header, and so a window of at most 64 packets.)
 //!
 //! Hello, data, ping and close are *reliable*: each takes the next packet number, is kept until
 //! acknowledged and is delivered in packet-number order. Every packet, of any type, carries the
@@ -22,13 +29,111 @@
 use thiserror::Error;
 
 /// Bytes before the payload.
-pub const HEADER_LEN: usize = 32;
+pub const HEADER_LEN: usize = SACK_END + 8;
 /// The first two bytes of every datagram.
 pub const MAGIC: [u8; 2] = *b"RD";
 /// The header layout this code speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Packets after the cumulative ack that the selective-ack bitmap can report.
-pub const SACK_BITS: u32 = 64;
+pub const SACK_BITS: u32 = Sack::BITS;
+/// 64-bit words of a [`Sack`].
+const SACK_WORDS: usize = 4;
+/// Where the selective acks end and the message fields start.
+const SACK_END: usize = 16 + 8 * SACK_WORDS;
+
+/// The selective-ack bitmap: bit `i` reports packet `ack + 1 + i`, for `i` below
+/// [`SACK_BITS`].
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Sack([u64; SACK_WORDS]);
+
+impl Sack {
+    /// Bits in the bitmap.
+    pub const BITS: u32 = 64 * SACK_WORDS as u32;
+    /// No bit set.
+    pub const EMPTY: Sack = Sack([0; SACK_WORDS]);
+
+    /// Whether no bit is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&word| word == 0)
+    }
+
+    /// Whether bit `i` is set (false for `i` past the bitmap).
+    pub fn contains(&self, i: u32) -> bool {
+        i < Sack::BITS && self.0[i as usize / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Sets bit `i`; one past the bitmap is ignored.
+    pub fn insert(&mut self, i: u32) {
+        if i < Sack::BITS {
+            self.0[i as usize / 64] |= 1 << (i % 64);
+        }
+    }
+
+    /// The highest bit set.
+    pub fn highest(&self) -> Option<u32> {
+        let (word, bits) = self.0.iter().enumerate().rev().find(|(_, w)| **w != 0)?;
+        Some(64 * word as u32 + 63 - bits.leading_zeros())
+    }
+
+    /// The bits set, from the lowest.
+    pub fn ones(&self) -> impl Iterator<Item = u32> + use<> {
+        let words = self.0;
+        (0..SACK_WORDS as u32).flat_map(move |w| {
+            let mut word = words[w as usize];
+            std::iter::from_fn(move || {
+                let bit = (word != 0).then(|| word.trailing_zeros())?;
+                word &= word - 1;
+                Some(64 * w + bit)
+            })
+        })
+    }
+
+    /// Drops the lowest bit and moves every other one down by one: the bitmap after the
+    /// cumulative ack moved up by one.
+    pub fn shift_down_one(&mut self) {
+        for w in 0..SACK_WORDS {
+            let carry = self.0.get(w + 1).map_or(0, |next| next << 63);
+            self.0[w] = self.0[w] >> 1 | carry;
+        }
+    }
+
+    /// The 32 bytes on the wire.
+    pub fn to_be_bytes(&self) -> [u8; 8 * SACK_WORDS] {
+        let mut out = [0; 8 * SACK_WORDS];
+        for (chunk, word) in out.chunks_exact_mut(8).zip(self.0.iter().rev()) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        out
+    }
+
+    /// The bitmap of 32 bytes from the wire.
+    pub fn from_be_bytes(bytes: [u8; 8 * SACK_WORDS]) -> Sack {
+        let mut words = [0; SACK_WORDS];
+        for (word, chunk) in words.iter_mut().rev().zip(bytes.chunks_exact(8)) {
+            *word = u64::from_be_bytes(chunk.try_into().expect("8 bytes"));
+        }
+        Sack(words)
+    }
+}
+
+impl From<u64> for Sack {
+    /// A bitmap with the bits of `low` as its lowest 64.
+    fn from(low: u64) -> Sack {
+        let mut words = [0; SACK_WORDS];
+        words[0] = low;
+        Sack(words)
+    }
+}
+
+impl std::fmt::Debug for Sack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sack(0x")?;
+        for word in self.0.iter().rev() {
+            write!(f, "{word:016x}")?;
+        }
+        write!(f, ")")
+    }
+}
 
 /// What a packet is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,7 +213,7 @@ pub struct Header {
     /// Every packet of the other direction below this has been received.
     pub ack: u32,
     /// Bit `i`: packet `ack + 1 + i` has been received.
-    pub sack: u64,
+    pub sack: Sack,
     /// The message a data packet carries part of.
     pub message_id: u32,
     /// Which part.
@@ -118,18 +223,33 @@ pub struct Header {
 }
 
 impl Header {
-    /// Appends the header's 32 bytes to `out`.
+    /// Appends the header's 56 bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        out.push(self.packet_type.code());
-        out.extend_from_slice(&self.connection_id.to_be_bytes());
-        out.extend_from_slice(&self.packet_number.to_be_bytes());
-        out.extend_from_slice(&self.ack.to_be_bytes());
-        out.extend_from_slice(&self.sack.to_be_bytes());
-        out.extend_from_slice(&self.message_id.to_be_bytes());
-        out.extend_from_slice(&self.fragment_index.to_be_bytes());
-        out.extend_from_slice(&self.fragment_count.to_be_bytes());
+        out.extend_from_slice(&self.to_bytes());
+    }
+
+    /// The header's 56 bytes.
+    pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
+        let mut out = [0; HEADER_LEN];
+        out[0..2].copy_from_slice(&MAGIC);
+        out[2] = VERSION;
+        out[3] = self.packet_type.code();
+        out[4..8].copy_from_slice(&self.connection_id.to_be_bytes());
+        out[8..12].copy_from_slice(&self.packet_number.to_be_bytes());
+        out[12..16].copy_from_slice(&self.ack.to_be_bytes());
+        out[16..SACK_END].copy_from_slice(&self.sack.to_be_bytes());
+        out[SACK_END..SACK_END + 4].copy_from_slice(&self.message_id.to_be_bytes());
+        out[SACK_END + 4..SACK_END + 6].copy_from_slice(&self.fragment_index.to_be_bytes());
+        out[SACK_END + 6..HEADER_LEN].copy_from_slice(&self.fragment_count.to_be_bytes());
+        out
+    }
+
+    /// The connection id of `datagram` if it starts like a packet of ours (long enough, the
+    /// magic and version right), without reading the rest: enough to route it.
+    pub fn peek_connection_id(datagram: &[u8]) -> Option<u32> {
+        let head = datagram.get(..HEADER_LEN)?;
+        let ours = head[0..2] == MAGIC && head[2] == VERSION;
+        ours.then(|| u32::from_be_bytes(head[4..8].try_into().expect("4 bytes")))
     }
 
     /// Reads the header of `datagram`, returning it and the payload after it.
@@ -152,10 +272,10 @@ impl Header {
             connection_id: u32_at(4),
             packet_number: u32_at(8),
             ack: u32_at(12),
-            sack: u64::from_be_bytes(head[16..24].try_into().expect("8 bytes")),
-            message_id: u32_at(24),
-            fragment_index: u16_at(28),
-            fragment_count: u16_at(30),
+            sack: Sack::from_be_bytes(head[16..SACK_END].try_into().expect("the bitmap")),
+            message_id: u32_at(SACK_END),
+            fragment_index: u16_at(SACK_END + 4),
+            fragment_count: u16_at(SACK_END + 6),
         };
         header.check(payload.len())?;
         Ok((header, payload))
@@ -190,7 +310,7 @@ mod tests {
             connection_id: 0xDEAD_BEEF,
             packet_number: 7,
             ack: 3,
-            sack: 0b101,
+            sack: Sack::from(0b101),
             message_id: 2,
             fragment_index: 1,
             fragment_count: 4,
@@ -199,39 +319,61 @@ mod tests {
 
     #[test]
     fn a_data_header_has_the_documented_bytes() {
+        let mut header = data_header();
+        header.sack.insert(255);
         let mut out = Vec::new();
-        data_header().encode(&mut out);
-        assert_eq!(
-            out,
-            [
-                b'R', b'D', 1, 2, 0xDE, 0xAD, 0xBE, 0xEF, 0, 0, 0, 7, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0,
-                0, 0b101, 0, 0, 0, 2, 0, 1, 0, 4
-            ]
-        );
+        header.encode(&mut out);
+        let mut expected = vec![
+            b'R', b'D', 2, 2, 0xDE, 0xAD, 0xBE, 0xEF, 0, 0, 0, 7, 0, 0, 0, 3,
+        ];
+        expected.push(0x80); // bit 255: packet ack + 256
+        expected.extend([0; 30]);
+        expected.push(0b101); // bits 0 and 2: packets ack + 1 and ack + 3
+        expected.extend([0, 0, 0, 2, 0, 1, 0, 4]);
+        assert_eq!(out, expected);
+        assert_eq!(out.len(), HEADER_LEN);
         out.extend_from_slice(b"part");
-        assert_eq!(Header::decode(&out).unwrap(), (data_header(), &b"part"[..]));
+        assert_eq!(Header::decode(&out).unwrap(), (header, &b"part"[..]));
+    }
+
+    #[test]
+    fn the_selective_acks_set_find_and_shift_bits_across_words() {
+        let mut sack = Sack::EMPTY;
+        assert!(sack.is_empty());
+        assert_eq!(sack.highest(), None);
+        for i in [0, 63, 64, 200, 255, 256] {
+            sack.insert(i);
+        }
+        assert_eq!(sack.ones().collect::<Vec<_>>(), [0, 63, 64, 200, 255]);
+        assert!(sack.contains(64) && !sack.contains(65) && !sack.contains(256));
+        assert_eq!(sack.highest(), Some(255));
+        sack.shift_down_one();
+        assert_eq!(sack.ones().collect::<Vec<_>>(), [62, 63, 199, 254]);
+        assert_eq!(Sack::from_be_bytes(sack.to_be_bytes()), sack);
     }
 
     #[test]
     fn foreign_truncated_and_inconsistent_datagrams_are_refused() {
         let mut good = Vec::new();
         data_header().encode(&mut good);
-        assert_eq!(Header::decode(&good[..31]), Err(HeaderError::Truncated(31)));
+        assert_eq!(Header::decode(&good[..55]), Err(HeaderError::Truncated(55)));
         let mut bad = good.clone();
         bad[0] = b'X';
         assert_eq!(Header::decode(&bad), Err(HeaderError::BadMagic));
         let mut bad = good.clone();
-        bad[2] = 2;
-        assert_eq!(Header::decode(&bad), Err(HeaderError::BadVersion(2)));
+        bad[2] = 1;
+        assert_eq!(Header::decode(&bad), Err(HeaderError::BadVersion(1)));
         let mut bad = good.clone();
         bad[3] = 9;
         assert_eq!(Header::decode(&bad), Err(HeaderError::BadType(9)));
         let mut bad = good.clone();
-        bad[29] = 4; // index 4 of 4
+        bad[53] = 4; // index 4 of 4
         assert!(matches!(
             Header::decode(&bad),
             Err(HeaderError::Inconsistent(_))
         ));
+        assert_eq!(Header::peek_connection_id(&good), Some(0xDEAD_BEEF));
+        assert_eq!(Header::peek_connection_id(&good[..55]), None);
         let mut ack = good.clone();
         ack[3] = PacketType::Ack.code();
         assert!(matches!(
@@ -248,13 +390,13 @@ mod tests {
     proptest! {
         #[test]
         fn headers_round_trip(
-            code in 1u8..=5, connection_id: u32, packet_number: u32, ack: u32, sack: u64,
+            code in 1u8..=5, connection_id: u32, packet_number: u32, ack: u32, sack: [u64; 4],
             message_id: u32, count in 1u16.., index_seed: u16, payload in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
             let packet_type = PacketType::from_code(code).unwrap();
             let data = packet_type == PacketType::Data;
             let header = Header {
-                packet_type, connection_id, packet_number, ack, sack,
+                packet_type, connection_id, packet_number, ack, sack: Sack(sack),
                 message_id: if data { message_id } else { 0 },
                 fragment_index: if data { index_seed % count } else { 0 },
                 fragment_count: if data { count } else { 0 },
@@ -268,7 +410,7 @@ mod tests {
         }
 
         #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
             let _ = Header::decode(&bytes);
         }
     }

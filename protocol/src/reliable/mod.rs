@@ -1,11 +1,14 @@
 //! The reliable-datagram layer: messages delivered exactly once and in order over a datagram
 //! channel that drops, duplicates, reorders and delays, sans-IO in the shape of quinn-proto.
 //!
-//! - [`header`]: the 32-byte packet header, byte by byte.
+//! - [`header`]: the 56-byte packet header (version 2, a 256-bit selective-ack bitmap), byte by
+//!   byte.
 //! - [`connection`]: [`Connection`], one end's state machine: `handle_datagram(now, bytes)`,
 //!   `handle_timeout(now)`, `poll_transmit(now)`, `poll_timeout()`, `poll_event()`, `send`,
-//!   `recv`.
+//!   `recv`; and for drivers that avoid copies and allocations, `handle_datagram_bytes`,
+//!   `poll_transmit_into` and `poll_datagram`.
 //! - [`receive`]: the receiving half, reassembly and in-order delivery in bounded buffers.
+//! - [`pool`]: recycled buffers, for reassembled messages here and receive buffers in a driver.
 //! - [`rtt`]: RFC 6298 round-trip estimation and retransmission timeout.
 //!
 //! There are no sockets and no clock here: time is an `Instant` passed in. The tokio driver that
@@ -13,13 +16,15 @@
 
 pub mod connection;
 pub mod header;
+pub mod pool;
 pub mod receive;
 pub mod rtt;
+mod window;
 
 use std::time::Duration;
 
-pub use connection::{Connection, SendError};
-pub use header::{HEADER_LEN, Header, HeaderError, PacketType};
+pub use connection::{Connection, Datagram, SendError};
+pub use header::{HEADER_LEN, Header, HeaderError, PacketType, SACK_BITS, Sack};
 
 /// Limits and timers of a connection; both ends should use the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,9 +33,12 @@ pub struct Config {
     pub max_datagram_size: usize,
     /// The largest message (default 1 MiB).
     pub max_message_size: usize,
-    /// Packets sent and not yet acknowledged at most (default 64). Whatever this says, a packet
-    /// is only sent up to 64 numbers past the oldest unacknowledged one, so that one selective
-    /// ack can report it: more than 65 are never in flight.
+    /// The window, in packets (default 64): a packet is only sent if its number is less than
+    /// this past the oldest one unacknowledged, so at most this many are in flight; and never
+    /// more than [`SACK_BITS`] (256) past it, so that one selective ack can report it: more than
+    /// 257 are never in flight. The payload in flight is bounded too, by what the peer's
+    /// receive buffer holds (see [`connection`]). There is no congestion control: the default
+    /// suits a real network; loopback and a LAN carry a bulk transfer faster with 256.
     pub max_in_flight: usize,
     /// Bytes queued for sending at most, beyond one message (default 4 MiB).
     pub max_send_queue: usize,

@@ -12,14 +12,20 @@
 //! it, so once the application has taken every delivered message the next packet in order always
 //! fits: a full buffer waits for the application and never deadlocks.
 //!
+//! A message of several fragments is copied into one buffer; the buffers come from a
+//! [`BufferPool`] that keeps at most the limit's worth of them, and go back to it when the
+//! application drops the message, so that a transfer does not fault fresh memory in for every
+//! message. A message of one fragment is delivered as it arrived, without a copy.
+//!
 //! Packet numbers are 32 bits on the wire and 64 bits here ([`expand`]), so nothing breaks when
 //! the wire numbers wrap.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
-use super::header::{Header, PacketType, SACK_BITS};
+use super::header::{Header, PacketType, SACK_BITS, Sack};
+use super::pool::BufferPool;
 
 /// What a datagram's reliable packet did to the receiving half.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +39,56 @@ pub enum Arrival {
     /// Too far ahead of the gap, or no room in the buffer: dropped unacknowledged, the sender
     /// will send it again.
     NoRoom,
+}
+
+/// A packet's payload as it arrived: lent by the caller, and copied only if it has to be kept
+/// (held early, or delivered as a whole message), or already shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload<'a> {
+    /// Valid for the call; copied if kept.
+    Lent(&'a [u8]),
+    /// Kept as it is.
+    Shared(Bytes),
+}
+
+impl Payload<'_> {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Lent(bytes) => bytes,
+            Payload::Shared(bytes) => bytes,
+        }
+    }
+
+    /// The payload to keep: shared, copied if it was lent.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Payload::Lent(bytes) => Bytes::copy_from_slice(bytes),
+            Payload::Shared(bytes) => bytes,
+        }
+    }
+}
+
+impl From<Bytes> for Payload<'_> {
+    fn from(bytes: Bytes) -> Self {
+        Payload::Shared(bytes)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Payload<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Payload::Lent(bytes)
+    }
 }
 
 /// A packet taken in order that means something besides data.
@@ -65,7 +121,7 @@ struct Partial {
     message_id: u32,
     next_fragment: u16,
     fragment_count: u16,
-    data: BytesMut,
+    data: Vec<u8>,
 }
 
 /// The receiving half.
@@ -75,14 +131,16 @@ pub struct Receiver {
     next_expected: u64,
     /// Packets above `next_expected`, by number.
     early: BTreeMap<u64, (Header, Bytes)>,
-    /// Bit `i`: packet `next_expected + i` is in `early` (`i` is 1 to [`SACK_BITS`]).
-    early_bits: u128,
+    /// Bit `i`: packet `next_expected + 1 + i` is in `early` (the selective acks to send).
+    early_bits: Sack,
     early_bytes: usize,
     partial: Option<Partial>,
     delivered: VecDeque<Bytes>,
     delivered_bytes: usize,
     max_message: usize,
     limit: usize,
+    /// Where the buffers of reassembled messages come from and go back to.
+    pool: BufferPool,
 }
 
 impl Receiver {
@@ -92,26 +150,27 @@ impl Receiver {
         Receiver {
             next_expected: 0,
             early: BTreeMap::new(),
-            early_bits: 0,
+            early_bits: Sack::EMPTY,
             early_bytes: 0,
             partial: None,
             delivered: VecDeque::new(),
             delivered_bytes: 0,
             max_message,
             limit: limit.max(max_message),
+            pool: BufferPool::new(limit.max(max_message)),
         }
     }
 
     /// The cumulative ack and the selective-ack bitmap to send.
-    pub fn ack_fields(&self) -> (u32, u64) {
-        (self.next_expected as u32, (self.early_bits >> 1) as u64)
+    pub fn ack_fields(&self) -> (u32, Sack) {
+        (self.next_expected as u32, self.early_bits)
     }
 
     /// Takes a reliable packet; any in-order control packets it released go to `controls`.
     pub fn on_packet(
         &mut self,
         header: Header,
-        payload: Bytes,
+        payload: Payload<'_>,
         controls: &mut Vec<Control>,
     ) -> Result<Arrival, Violation> {
         let number = expand(self.next_expected, header.packet_number);
@@ -122,9 +181,11 @@ impl Receiver {
             return Ok(Arrival::NoRoom);
         }
         if number > self.next_expected {
-            self.early_bits |= 1 << (number - self.next_expected);
+            // At most SACK_BITS past the gap: see `has_room`.
+            self.early_bits
+                .insert((number - self.next_expected - 1) as u32);
             self.early_bytes += payload.len();
-            self.early.insert(number, (header, payload));
+            self.early.insert(number, (header, payload.into_bytes()));
             return Ok(Arrival::Held);
         }
         self.take(header, payload, controls)?;
@@ -134,7 +195,7 @@ impl Receiver {
             }
             let (header, payload) = entry.remove();
             self.early_bytes -= payload.len();
-            self.take(header, payload, controls)?;
+            self.take(header, Payload::Shared(payload), controls)?;
         }
         Ok(Arrival::Progress)
     }
@@ -178,19 +239,21 @@ impl Receiver {
     /// Forgets every early packet and partial message; delivered messages stay for `recv`.
     pub fn clear(&mut self) {
         self.early.clear();
-        self.early_bits = 0;
+        self.early_bits = Sack::EMPTY;
         self.early_bytes = 0;
-        self.partial = None;
+        if let Some(partial) = self.partial.take() {
+            self.pool.put(partial.data);
+        }
     }
 
     fn take(
         &mut self,
         header: Header,
-        payload: Bytes,
+        payload: Payload<'_>,
         controls: &mut Vec<Control>,
     ) -> Result<(), Violation> {
         self.next_expected += 1;
-        self.early_bits >>= 1;
+        self.early_bits.shift_down_one();
         match header.packet_type {
             PacketType::Data => self.take_fragment(&header, payload),
             PacketType::Close => {
@@ -201,7 +264,7 @@ impl Receiver {
         }
     }
 
-    fn take_fragment(&mut self, header: &Header, payload: Bytes) -> Result<(), Violation> {
+    fn take_fragment(&mut self, header: &Header, payload: Payload<'_>) -> Result<(), Violation> {
         let mut partial = match self.partial.take() {
             None => self.start_message(header, payload.len())?,
             Some(partial)
@@ -218,13 +281,15 @@ impl Receiver {
         }
         partial.next_fragment += 1;
         if partial.next_fragment < partial.fragment_count {
-            partial.data.extend_from_slice(&payload);
+            partial.data.extend_from_slice(payload.as_slice());
             self.partial = Some(partial);
         } else if partial.data.is_empty() {
-            self.deliver(payload);
+            self.pool.put(partial.data);
+            self.deliver(payload.into_bytes());
         } else {
-            partial.data.extend_from_slice(&payload);
-            self.deliver(partial.data.freeze());
+            partial.data.extend_from_slice(payload.as_slice());
+            let message = self.pool.share(partial.data);
+            self.deliver(message);
         }
         Ok(())
     }
@@ -234,15 +299,21 @@ impl Receiver {
         if header.fragment_index != 0 {
             return Err(Violation("a message that does not start with fragment 0"));
         }
-        let capacity = match header.fragment_count {
-            1 => 0,
-            count => (usize::from(count) * len).min(self.max_message),
+        // A message of one fragment is delivered as it came, without a buffer.
+        let data = match header.fragment_count {
+            1 => Vec::new(),
+            count => {
+                let mut data = self.pool.take().unwrap_or_default();
+                data.clear();
+                data.reserve((usize::from(count) * len).min(self.max_message));
+                data
+            }
         };
         Ok(Partial {
             message_id: header.message_id,
             next_fragment: 0,
             fragment_count: header.fragment_count,
-            data: BytesMut::with_capacity(capacity),
+            data,
         })
     }
 
@@ -262,7 +333,7 @@ mod tests {
             connection_id: 1,
             packet_number: number,
             ack: 0,
-            sack: 0,
+            sack: Sack::EMPTY,
             message_id,
             fragment_index: index,
             fragment_count: count,
@@ -270,7 +341,7 @@ mod tests {
     }
 
     fn offer(receiver: &mut Receiver, header: Header, len: usize) -> Result<Arrival, Violation> {
-        receiver.on_packet(header, Bytes::from(vec![7; len]), &mut Vec::new())
+        receiver.on_packet(header, Payload::Lent(&vec![7; len]), &mut Vec::new())
     }
 
     #[test]
@@ -293,10 +364,10 @@ mod tests {
                 Ok(Arrival::Held)
             );
         }
-        assert_eq!(receiver.ack_fields(), (u32::MAX - 1, 0b101));
+        assert_eq!(receiver.ack_fields(), (u32::MAX - 1, Sack::from(0b101)));
         let first = data(u32::MAX - 1, 1, 0, 1);
         assert_eq!(offer(&mut receiver, first, 1), Ok(Arrival::Progress));
-        assert_eq!(receiver.ack_fields(), (0, 0b1));
+        assert_eq!(receiver.ack_fields(), (0, Sack::from(0b1)));
     }
 
     #[test]
@@ -343,6 +414,21 @@ mod tests {
             Ok(Arrival::Progress)
         );
         assert_eq!(receiver.buffered_bytes(), 700);
+    }
+
+    #[test]
+    fn the_buffer_of_a_message_taken_and_dropped_is_used_again() {
+        let mut receiver = Receiver::new(10_000, 100_000);
+        offer(&mut receiver, data(0, 1, 0, 2), 1000).unwrap();
+        offer(&mut receiver, data(1, 1, 1, 2), 500).unwrap();
+        let first = receiver.recv().expect("put together");
+        let at = first.as_ptr();
+        assert_eq!(receiver.pool.pooled_bytes(), 0, "the message holds it");
+        drop(first);
+        assert!(receiver.pool.pooled_bytes() >= 1500);
+        offer(&mut receiver, data(2, 2, 0, 2), 1000).unwrap();
+        offer(&mut receiver, data(3, 2, 1, 2), 1000).unwrap();
+        assert_eq!(receiver.recv().map(|m| m.as_ptr()), Some(at));
     }
 
     #[test]

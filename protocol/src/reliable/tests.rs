@@ -7,7 +7,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::sim::{Faults, Flow, Rng, Sim};
-use super::{Config, Connection, Event, HEADER_LEN, Header, PacketType, SendError};
+use super::{Config, Connection, Event, HEADER_LEN, Header, PacketType, Sack, SendError};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -501,7 +501,7 @@ fn datagram(
         connection_id: ID,
         packet_number: number,
         ack: ack.0,
-        sack: ack.1,
+        sack: Sack::from(ack.1),
         message_id: fragment.0,
         fragment_index: fragment.1,
         fragment_count: fragment.2,
@@ -692,9 +692,9 @@ proptest! {
     fn random_datagrams_never_panic_and_are_counted(
         datagrams in proptest::collection::vec(
             prop_oneof![
-                proptest::collection::vec(any::<u8>(), 0..80),
-                proptest::collection::vec(any::<u8>(), 0..80)
-                    .prop_map(|tail| [&b"RD\x01"[..], &tail].concat()),
+                proptest::collection::vec(any::<u8>(), 0..120),
+                proptest::collection::vec(any::<u8>(), 0..120)
+                    .prop_map(|tail| [&b"RD\x02"[..], &tail].concat()),
             ],
             1..30,
         )
@@ -741,4 +741,179 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wide windows, the in-flight budget, and the calls drivers use to avoid copies.
+
+/// Every message arrives once and in order with a window four times the default, the selective
+/// acks reaching across it, over the lossy channel (a few seeds: the 200-seed test covers the
+/// default window).
+#[test]
+fn a_window_of_256_packets_delivers_every_message_once_and_in_order() {
+    let config = Config {
+        max_in_flight: 256,
+        ..lossy_config()
+    };
+    let room = config.max_datagram_size - HEADER_LEN;
+    for seed in 0..8 {
+        let mut sim = Sim::new(seed, Faults::LOSSY, config.clone());
+        let mut up = Flow::new(seed ^ 0x5555, 150, MAX_LEN, room);
+        let mut down = Flow::new(seed ^ 0xAAAA, 150, MAX_LEN, room);
+        let done = sim.run_until(secs(3600), |sim| {
+            check_open(sim, seed);
+            up.offer(&mut sim.client);
+            if let Some(server) = &mut sim.server {
+                down.offer(server);
+                up.take(server);
+            }
+            down.take(&mut sim.client);
+            check_bounds(sim, &config);
+            up.is_done() && down.is_done()
+        });
+        assert!(done, "seed {seed}: stalled");
+        let retransmissions =
+            sim.client.stats().retransmissions + sim.server().stats().retransmissions;
+        let fragments = up.fragments + down.fragments;
+        assert!(
+            retransmissions <= 2 * fragments,
+            "seed {seed}: {retransmissions} for {fragments}"
+        );
+        assert_eq!(sim.server().stats().no_room_dropped, 0, "seed {seed}");
+        close_from_client(&mut sim, seed);
+    }
+}
+
+/// A client with `fragments` fragments of `room` bytes queued after its hello, everything sent
+/// that the window allows at `start`; returns the packet numbers sent.
+fn burst(config: Config, fragments: usize, start: Instant) -> (Connection, Vec<u32>) {
+    let room = config.max_datagram_size - HEADER_LEN;
+    let mut client = Connection::client(ID, config, start);
+    client.send(Bytes::from(vec![0; fragments * room])).unwrap();
+    let sent = std::iter::from_fn(|| client.poll_transmit(start))
+        .map(|datagram| Header::decode(&datagram).unwrap().0.packet_number)
+        .collect();
+    (client, sent)
+}
+
+#[test]
+fn the_window_reaches_as_far_as_the_selective_acks() {
+    let start = Instant::now();
+    let config = Config {
+        max_in_flight: 10_000,
+        ..Config::default()
+    };
+    let (mut client, sent) = burst(config, 400, start);
+    assert_eq!(sent, (0..=256).collect::<Vec<_>>(), "SACK_BITS + 1 packets");
+    // Everything but the hello acknowledged, selectively: bit 255 reaches packet 256. The
+    // window still starts at the hello, so nothing new goes; the hello is sent again once its
+    // gap shows, and its acknowledgement opens the window by 257 more.
+    let mut all_but_the_hello = Sack::EMPTY;
+    (0..256).for_each(|i| all_but_the_hello.insert(i));
+    let ack = |ack, sack| {
+        let header = Header {
+            packet_type: PacketType::Ack,
+            connection_id: ID,
+            packet_number: 0,
+            ack,
+            sack,
+            message_id: 0,
+            fragment_index: 0,
+            fragment_count: 0,
+        };
+        header.to_bytes()
+    };
+    let at = start + ms(1);
+    client.handle_datagram(at, &ack(0, all_but_the_hello));
+    let again: Vec<_> = std::iter::from_fn(|| client.poll_transmit(at)).collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(Header::decode(&again[0]).unwrap().0.packet_number, 0);
+    client.handle_datagram(at, &ack(257, Sack::EMPTY));
+    let more = std::iter::from_fn(|| client.poll_transmit(at)).count();
+    assert_eq!(more, 144, "the rest of the 400 fragments");
+}
+
+#[test]
+fn packets_the_peer_holds_ahead_of_a_gap_count_against_the_in_flight_budget() {
+    // The peer holds 40 KB at most, messages up to 10 KB: 20 KB in flight at most, counted from
+    // the oldest packet unacknowledged, whatever was acknowledged after it.
+    let start = Instant::now();
+    let config = Config {
+        max_message_size: 10_000,
+        max_receive_buffer: 40_000,
+        max_send_queue: 100_000,
+        ..Config::default()
+    };
+    let room = config.max_datagram_size - HEADER_LEN;
+    let mut client = Connection::client(ID, config, start);
+    for _ in 0..5 {
+        client.send(Bytes::from(vec![0; 8 * room])).unwrap();
+    }
+    let sent = std::iter::from_fn(|| client.poll_transmit(start)).count();
+    let fits = 20_000 / room;
+    assert_eq!(sent, 1 + fits, "the hello and {fits} fragments");
+    // All but the hello acknowledged: the peer still holds them behind the gap, nothing new.
+    let mut sack = Sack::EMPTY;
+    (0..fits as u32).for_each(|i| sack.insert(i));
+    let gap = datagram(PacketType::Ack, 0, (0, 0), (0, 0, 0), &[]);
+    let mut gap = Header::decode(&gap).unwrap().0;
+    gap.sack = sack;
+    let at = start + ms(1);
+    client.handle_datagram(at, &gap.to_bytes());
+    let resent: Vec<_> = std::iter::from_fn(|| client.poll_transmit(at)).collect();
+    assert_eq!(resent.len(), 1, "only the hello again");
+    gap.ack = (fits + 1) as u32;
+    gap.sack = Sack::EMPTY;
+    client.handle_datagram(at, &gap.to_bytes());
+    let more = std::iter::from_fn(|| client.poll_transmit(at)).count();
+    assert_eq!(more, fits, "a whole budget more");
+}
+
+#[test]
+fn the_three_ways_of_polling_give_the_same_datagrams() {
+    let start = Instant::now();
+    let message = Rng::new(3).bytes(5_000);
+    let mut ends: Vec<Connection> = (0..3)
+        .map(|_| {
+            let mut client = Connection::client(ID, Config::default(), start);
+            client.send(message.clone()).unwrap();
+            client.send(Bytes::from_static(b"short")).unwrap();
+            client
+        })
+        .collect();
+    let whole: Vec<Vec<u8>> = std::iter::from_fn(|| ends[0].poll_transmit(start)).collect();
+    let mut into = Vec::new();
+    let lens: Vec<usize> =
+        std::iter::from_fn(|| ends[1].poll_transmit_into(start, &mut into)).collect();
+    let parts: Vec<Vec<u8>> = std::iter::from_fn(|| ends[2].poll_datagram(start))
+        .map(|datagram| datagram.to_vec())
+        .collect();
+    assert_eq!(
+        whole.len(),
+        7,
+        "the hello, 5 fragments and the short message"
+    );
+    assert_eq!(whole, parts);
+    assert_eq!(lens, whole.iter().map(Vec::len).collect::<Vec<_>>());
+    assert_eq!(into, whole.concat());
+    assert_eq!(ends[2].stats().datagrams_sent, 7);
+}
+
+#[test]
+fn a_shared_datagram_is_delivered_without_a_copy() {
+    let now = Instant::now();
+    let mut server = server(Config::default(), now);
+    let whole = Bytes::from(data(1, (1, 0, 1), 1000));
+    server.handle_datagram_bytes(now, whole.clone());
+    let message = server.recv().expect("delivered");
+    assert_eq!(message, whole.slice(HEADER_LEN..));
+    assert_eq!(
+        message.as_ptr(),
+        whole[HEADER_LEN..].as_ptr(),
+        "the same bytes"
+    );
+    // A message of several fragments is put together in one buffer.
+    server.handle_datagram_bytes(now, Bytes::from(data(2, (2, 0, 2), 1000)));
+    server.handle_datagram(now, &data(3, (2, 1, 2), 10));
+    assert_eq!(server.recv().map(|m| m.len()), Some(1010));
 }

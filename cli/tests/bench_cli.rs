@@ -17,9 +17,22 @@ fn a_small_reliable_benchmark_prints_its_table() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("| transport    | loss | MiB/s"), "{stdout}");
-    assert_eq!(stdout.matches("| reliable UDP |").count(), 2, "{stdout}");
-    assert!(stdout.contains("| TCP          | 0%   |"), "{stdout}");
+    assert!(
+        stdout.contains("| transport    | path   | loss | MiB/s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| reliable UDP | direct | 0%   |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| reliable UDP | relay  | 5%   |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| TCP          | direct | 0%   |"),
+        "{stdout}"
+    );
     assert!(stdout.contains("of TCP's throughput"), "{stdout}");
 }
 

@@ -5,14 +5,20 @@
 //! The relay has one socket. A datagram from the server goes to the client (the last address,
 //! other than the server, that sent something); any other datagram goes to the server. One
 //! client at a time, then, which is all a test or benchmark needs.
+//!
+//! So as not to be the bottleneck of a benchmark, the relay reads and writes in batches as the
+//! reliable-datagram driver does (`recvmmsg` and GRO, then GSO through `quinn-udp`): each
+//! datagram of a coalesced run is kept or dropped on its own, and the kept ones go on together.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tracing::debug;
@@ -21,8 +27,19 @@ use crate::reliable_udp::enlarge_buffers;
 
 /// The kernel buffers the relay asks for, so that it drops only what it chooses to.
 const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
-/// Datagrams the relay takes from its socket before yielding to other tasks.
-const BATCH: usize = 128;
+/// System calls' worth of datagrams the relay takes from its socket before sending what it
+/// kept and waiting again.
+const BATCH: usize = 16;
+/// Receive buffers filled by one system call.
+const RECV_SLOTS: usize = if quinn_udp::BATCH_SIZE < 8 {
+    quinn_udp::BATCH_SIZE
+} else {
+    8
+};
+/// One receive buffer: the largest datagram, or the largest run GRO coalesces.
+const SLOT: usize = 64 * 1024;
+/// The most bytes one GSO send carries.
+const MAX_BATCH_BYTES: usize = 65_000;
 
 /// What the relay did so far.
 #[derive(Debug, Default)]
@@ -52,13 +69,16 @@ impl LossyRelay {
         enlarge_buffers(&socket, SOCKET_BUFFER);
         let local_addr = socket.local_addr()?;
         let counters = Arc::new(Counters::default());
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         let relay = Relay {
             socket,
+            state,
             server,
             client: None,
             loss: loss.clamp(0.0, 1.0),
             rng: SmallRng::seed_from_u64(seed),
             counters: Arc::clone(&counters),
+            batch: Batch::default(),
         };
         let task = tokio::spawn(relay.run());
         Ok(LossyRelay {
@@ -93,24 +113,53 @@ impl Drop for LossyRelay {
 /// The relay's task state.
 struct Relay {
     socket: UdpSocket,
+    state: UdpSocketState,
     server: SocketAddr,
     client: Option<SocketAddr>,
     loss: f64,
     rng: SmallRng,
     counters: Arc<Counters>,
+    /// Datagrams kept, waiting to go out together.
+    batch: Batch,
+}
+
+/// Datagrams to one address, all `segment` bytes long but the last, which may be shorter.
+#[derive(Debug, Default)]
+struct Batch {
+    contents: Vec<u8>,
+    to: Option<SocketAddr>,
+    segment: usize,
+    count: usize,
+    closed: bool,
 }
 
 impl Relay {
     async fn run(mut self) {
-        let mut buffer = vec![0; 65_535];
+        let mut buffers = vec![vec![0; SLOT]; RECV_SLOTS];
+        let mut meta = [RecvMeta::default(); RECV_SLOTS];
         loop {
             if let Err(error) = self.socket.readable().await {
                 debug!(%error, "relay socket failed");
                 return;
             }
             for _ in 0..BATCH {
-                match self.socket.try_recv_from(&mut buffer) {
-                    Ok((len, from)) => self.forward(&buffer[..len], from).await,
+                let mut slots = buffers.iter_mut();
+                let mut slices: [IoSliceMut<'_>; RECV_SLOTS] = std::array::from_fn(|_| {
+                    IoSliceMut::new(slots.next().expect("one buffer per slot"))
+                });
+                let received = self.socket.try_io(Interest::READABLE, || {
+                    self.state
+                        .recv(UdpSockRef::from(&self.socket), &mut slices, &mut meta)
+                });
+                match received {
+                    Ok(filled) => {
+                        for (meta, buffer) in meta[..filled].iter().zip(&buffers) {
+                            let datagrams = buffer[..meta.len].chunks(meta.stride.max(1));
+                            for datagram in datagrams {
+                                self.forward(datagram, meta.addr).await;
+                            }
+                        }
+                    }
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                     Err(error) => {
                         debug!(%error, "relay receive failed");
@@ -118,9 +167,11 @@ impl Relay {
                     }
                 }
             }
+            self.flush().await;
         }
     }
 
+    /// Drops `datagram` or queues it for the other side.
     async fn forward(&mut self, datagram: &[u8], from: SocketAddr) {
         let to = if from == self.server {
             self.client
@@ -135,11 +186,60 @@ impl Relay {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match self.socket.send_to(datagram, to).await {
-            Ok(_) => {
-                self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(error) => debug!(%error, %to, "relay send failed"),
+        let batch = &self.batch;
+        let joins = batch.to == Some(to)
+            && !batch.closed
+            && datagram.len() <= batch.segment
+            && batch.count < self.state.max_gso_segments()
+            && batch.contents.len() + datagram.len() <= MAX_BATCH_BYTES;
+        if !joins {
+            self.flush().await;
+            self.batch.to = Some(to);
+            self.batch.segment = datagram.len();
         }
+        self.batch.closed = datagram.len() < self.batch.segment;
+        self.batch.contents.extend_from_slice(datagram);
+        self.batch.count += 1;
+    }
+
+    /// Sends the queued datagrams, with one system call where the platform allows.
+    async fn flush(&mut self) {
+        let Some(to) = self.batch.to.take() else {
+            return;
+        };
+        let count = std::mem::take(&mut self.batch.count);
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: &self.batch.contents,
+            segment_size: (count > 1).then_some(self.batch.segment),
+            src_ip: None,
+        };
+        loop {
+            let sent = self.socket.try_io(Interest::WRITABLE, || {
+                self.state
+                    .try_send(UdpSockRef::from(&self.socket), &transmit)
+            });
+            match sent {
+                Ok(()) => {
+                    self.counters
+                        .forwarded
+                        .fetch_add(count as u64, Ordering::Relaxed);
+                    break;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(error) = self.socket.writable().await {
+                        debug!(%error, "relay socket not writable");
+                        break;
+                    }
+                }
+                Err(error) => {
+                    debug!(%error, %to, "relay send failed");
+                    break;
+                }
+            }
+        }
+        self.batch.contents.clear();
+        self.batch.closed = false;
     }
 }

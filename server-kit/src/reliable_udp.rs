@@ -14,14 +14,21 @@
 //! Structure: one task per socket owns the socket and every state machine on it (`endpoint`,
 //! with one `entry` per connection). It waits on the socket, on the earliest state-machine
 //! deadline and on bounded channels from the handles; after each round of input it drains each
-//! touched machine's datagrams to the socket, its events and its delivered messages. Delivered
-//! messages go to the handle through a bounded channel; while that channel is full the task stops
-//! taking messages out of the machine, whose bounded receive buffer then holds the peer back. The
-//! socket is read and written in batches (`recvmmsg`, GRO and GSO through `quinn-udp`, see `io`),
-//! and its kernel buffers are raised to hold a connection's window. Dropping a handle closes its
-//! connection gracefully; dropping the listener stops accepting, and its task ends once the last
-//! of its connections has. A connection that has ended but still drains (acknowledging what a
-//! peer sends again) no longer counts toward `max_peers`.
+//! touched machine's datagrams to the socket, its events and its delivered messages. A send does
+//! not wait for the task: the handle takes permits for the message's bytes from a semaphore the
+//! size of the send queue (waiting there while the queue is full), hands the message over through
+//! the bounded command channel and returns; the task gives the permits back as the peer
+//! acknowledges. Delivered messages go to the handle through a bounded channel; while that
+//! channel is full the task stops taking messages out of the machine, whose bounded receive
+//! buffer then holds the peer back, and it yields to the runtime after each such round so that
+//! a reader queued behind it on the same worker gets to run before the buffer overflows. The
+//! socket is read and written in batches (`recvmmsg`, GRO and GSO through `quinn-udp`, large
+//! datagrams by vectored `sendmsg`, received payloads kept in their receive buffers: see `io`).
+//! Its kernel buffers are raised to hold a connection's window, and the window narrowed to what
+//! the kernel granted (there is no congestion control; see [`ReliableListener::bind`]).
+//! Dropping a handle closes its connection gracefully; dropping the listener stops accepting,
+//! and its task ends once the last of its connections has. A connection that has ended but still
+//! drains (acknowledging what a peer sends again) no longer counts toward `max_peers`.
 
 mod endpoint;
 mod entry;
@@ -33,10 +40,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol::reliable::{Config, Connection, Stats};
+use protocol::reliable::{Config, Connection, HEADER_LEN, Stats};
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::{Instant, timeout};
 
 use endpoint::{Command, Endpoint};
@@ -106,15 +113,73 @@ enum Status {
 type Key = (SocketAddr, u32);
 
 /// State shared between a handle and the socket's task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// The latest counters, published by the task after each round.
     stats: Mutex<Stats>,
+    /// Room for bytes queued and not yet acknowledged, one permit per byte: a send takes its
+    /// message's length (at most the queue's limit) before handing the message over, and the
+    /// task gives the permits back as the peer acknowledges; closed once the connection ends.
+    credit: Semaphore,
     /// The task holds a message because the delivery channel was full; set by the task, taken by
     /// the handle, which then rings the task's attention bell.
     want_room: AtomicBool,
     /// The handle was dropped.
     dropped: AtomicBool,
+}
+
+impl Shared {
+    fn new(credit: usize) -> Shared {
+        Shared {
+            stats: Mutex::default(),
+            credit: Semaphore::new(credit.clamp(1, Semaphore::MAX_PERMITS)),
+            want_room: AtomicBool::new(false),
+            dropped: AtomicBool::new(false),
+        }
+    }
+}
+
+/// What a handle checks before handing a message over.
+#[derive(Debug, Clone, Copy)]
+struct SendLimits {
+    /// The largest message.
+    max_message: usize,
+    /// Payload bytes per datagram.
+    room: usize,
+    /// Bytes queued and unacknowledged at most (beyond one message).
+    queue: u32,
+}
+
+impl SendLimits {
+    fn new(config: &Config) -> SendLimits {
+        SendLimits {
+            max_message: config.max_message_size,
+            room: config.max_datagram_size.saturating_sub(HEADER_LEN).max(1),
+            queue: u32::try_from(config.max_send_queue.clamp(1, Semaphore::MAX_PERMITS))
+                .unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The permits a message of `len` bytes takes (its length, at least 1 and at most the
+    /// queue's limit), or why it may not be sent at all (the state machine's own rules, checked
+    /// here so that the caller hears of them).
+    fn credit(&self, len: usize) -> Result<u32, DriverError> {
+        if len > self.max_message {
+            return Err(DriverError::TooLarge {
+                size: len,
+                limit: self.max_message,
+            });
+        }
+        if len.div_ceil(self.room) > usize::from(u16::MAX) {
+            return Err(DriverError::TooLarge {
+                size: len,
+                limit: self.room * usize::from(u16::MAX),
+            });
+        }
+        // At least one permit, so that empty messages are bounded in number too.
+        let len = u32::try_from(len.max(1)).unwrap_or(u32::MAX);
+        Ok(len.min(self.queue))
+    }
 }
 
 /// The application's end of one reliable connection, on either side.
@@ -128,6 +193,9 @@ pub struct ReliableConnection {
     shared: Arc<Shared>,
     attention: Arc<Notify>,
     give_up: Duration,
+    limits: SendLimits,
+    /// `close` was called.
+    closing: bool,
 }
 
 impl ReliableConnection {
@@ -140,8 +208,8 @@ impl ReliableConnection {
     ) -> Result<ReliableConnection, DriverError> {
         let give_up = give_up_after(&config);
         let now = Instant::now().into_std();
+        let config = prepare_socket(&socket, config);
         let machine = Connection::client(rand::random(), config.clone(), now);
-        enlarge_buffers(&socket, window_bytes(&config));
         let mut endpoint = Endpoint::new(socket, config, None)?;
         let mut connection = endpoint.open((peer, machine.connection_id()), machine);
         tokio::spawn(endpoint.run());
@@ -159,27 +227,38 @@ impl ReliableConnection {
     }
 
     /// Queues `message`, waiting while the send queue is full (until the peer acknowledges
-    /// more). Cancelling the wait may or may not leave the message sent.
+    /// more). Cancelling the wait leaves the message unsent. A message queued just as the
+    /// connection ends is dropped with it, like one queued earlier and not yet acknowledged;
+    /// [`ReliableConnection::ended`] tells.
+    ///
+    /// The message is handed to the socket's task without waiting for an answer: the send queue
+    /// is accounted for here, with permits for its bytes that the task gives back as the peer
+    /// acknowledges, so that a sender with room never waits for the task.
     pub async fn send(&mut self, message: Bytes) -> Result<(), DriverError> {
         if let Some(why) = self.ended() {
             return Err(why.into());
         }
-        let (done, outcome) = oneshot::channel();
+        if self.closing {
+            return Err(ConnectionEnded::Closed.into());
+        }
+        let credit = self.limits.credit(message.len())?;
+        let Ok(permit) = self.shared.credit.acquire_many(credit).await else {
+            // Closed: the connection has ended.
+            return Err(self
+                .ended()
+                .unwrap_or(ConnectionEnded::DriverStopped)
+                .into());
+        };
         let command = Command::Send {
             key: self.key,
             message,
-            done,
+            credit,
         };
         if self.commands.send(command).await.is_err() {
             return Err(ConnectionEnded::DriverStopped.into());
         }
-        match outcome.await {
-            Ok(result) => result,
-            Err(_) => Err(self
-                .ended()
-                .unwrap_or(ConnectionEnded::DriverStopped)
-                .into()),
-        }
+        permit.forget(); // the task gives them back
+        Ok(())
     }
 
     /// The next message, in order; `None` once the connection has ended and every message
@@ -196,6 +275,7 @@ impl ReliableConnection {
     /// acknowledged it all (at most the time the state machine takes to give up on a silent
     /// peer, plus five seconds). Messages that arrived before remain readable with `recv`.
     pub async fn close(&mut self) -> Result<(), DriverError> {
+        self.closing = true;
         if self.ended().is_none() {
             let command = Command::Close { key: self.key };
             if self.commands.send(command).await.is_err() {
@@ -285,6 +365,11 @@ pub struct ReliableListener {
 impl ReliableListener {
     /// Serves reliable connections on `socket`, at most `max_peers` at once (accepted or waiting
     /// to be). Must be called within a tokio runtime.
+    ///
+    /// Here as in [`ReliableConnection::connect`], the socket's kernel buffers are raised to
+    /// hold `config.max_in_flight` datagrams each way (as far as `net.core.rmem_max` and
+    /// `wmem_max` allow), and if the receive buffer granted holds fewer, the window is narrowed
+    /// to that: a window the peer's buffer cannot take is lost on arrival, every time.
     pub fn bind(
         socket: UdpSocket,
         config: Config,
@@ -297,7 +382,7 @@ impl ReliableListener {
             max_peers,
             counters: Arc::clone(&counters),
         };
-        enlarge_buffers(&socket, window_bytes(&config));
+        let config = prepare_socket(&socket, config);
         let endpoint = Endpoint::new(socket, config, Some(accepting))?;
         let local_addr = endpoint.local_addr();
         tokio::spawn(endpoint.run());
@@ -361,6 +446,32 @@ fn window_bytes(config: &Config) -> usize {
         .saturating_mul(2)
 }
 
+/// Raises the socket's buffers to hold a window each way and returns `config` with the window
+/// narrowed, if need be, to what the receive buffer the kernel granted holds (at
+/// [`window_bytes`]' reckoning): there is no congestion control, and a window that overflows the
+/// peer's receive buffer is lost on arrival, every time. The peer's buffer is unknown; ours,
+/// granted by the same kind of kernel under the same configuration, stands for it.
+fn prepare_socket(socket: &UdpSocket, mut config: Config) -> Config {
+    enlarge_buffers(socket, window_bytes(&config));
+    if let Ok(granted) = socket2::SockRef::from(socket).recv_buffer_size() {
+        let fits = window_fits(granted, config.max_datagram_size);
+        if fits < config.max_in_flight {
+            tracing::debug!(
+                granted,
+                window = fits,
+                "the UDP receive buffer holds a smaller window than configured"
+            );
+            config.max_in_flight = fits;
+        }
+    }
+    config
+}
+
+/// Datagrams of `datagram_size` bytes a receive buffer of `granted` bytes holds (at least one).
+fn window_fits(granted: usize, datagram_size: usize) -> usize {
+    (granted / datagram_size.saturating_mul(2).max(1)).max(1)
+}
+
 /// New connections waiting for `accept`, at most.
 const ACCEPT_QUEUE: usize = 128;
 
@@ -368,4 +479,21 @@ const ACCEPT_QUEUE: usize = 128;
 /// retransmission waits at most `max_rto`.
 fn give_up_after(config: &Config) -> Duration {
     config.max_rto * (config.max_retransmissions + 1) + Duration::from_millis(500)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_fits_the_receive_buffer() {
+        assert_eq!(window_fits(8 * 1024 * 1024, 65_507), 64);
+        assert_eq!(
+            window_fits(425_984, 65_507),
+            3,
+            "Linux's default rmem_max, doubled"
+        );
+        assert_eq!(window_fits(425_984, 1200), 177);
+        assert_eq!(window_fits(1000, 65_507), 1, "always one");
+    }
 }

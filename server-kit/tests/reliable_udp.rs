@@ -256,6 +256,87 @@ async fn a_slow_reader_holds_the_sender_back_without_losing_anything() {
     sender.await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_cancelled_while_the_queue_is_full_gives_its_room_back() {
+    let config = Config {
+        max_message_size: 16 * 1024,
+        max_send_queue: 64 * 1024,
+        max_receive_buffer: 64 * 1024,
+        ..Config::default()
+    };
+    let (_listener, mut client, mut server) = pair(config).await;
+    // Nobody reads: the delivery channel, the receive buffer and then the send queue fill up,
+    // and a send waits until it is given up.
+    let mut sent = 0u64;
+    loop {
+        let send = client.send(message(sent, 16 * 1024));
+        match timeout(Duration::from_millis(300), send).await {
+            Ok(result) => result.unwrap(),
+            Err(_) => break, // cancelled: not sent
+        }
+        sent += 1;
+        assert!(sent < 1000, "the sender was never held back");
+    }
+    for i in 0..sent {
+        assert_eq!(
+            recv(&mut server).await,
+            Some(message(i, 16 * 1024)),
+            "message {i}"
+        );
+    }
+    // Had the cancelled send kept its room, a queue's worth of sends would now wait for ever.
+    for i in sent..sent + 8 {
+        timeout(STEP, client.send(message(i, 16 * 1024)))
+            .await
+            .expect("room again")
+            .unwrap();
+    }
+    for i in sent..sent + 8 {
+        assert_eq!(
+            recv(&mut server).await,
+            Some(message(i, 16 * 1024)),
+            "message {i}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_as_large_as_loopback_takes_carry_messages_of_every_shape() {
+    // One datagram per system call, gathered from header and payload, received into shared
+    // buffers: messages of one fragment, of exactly one datagram's room, and of many.
+    let config = Config {
+        max_datagram_size: 65_507,
+        ..Config::default()
+    };
+    let room = 65_507 - protocol::reliable::HEADER_LEN;
+    let (_listener, mut client, mut server) = pair(config).await;
+    let lens = [0, 1, 100, room - 1, room, room + 1, 3 * room, 1024 * 1024];
+    let sender = tokio::spawn(async move {
+        for round in 0..4u64 {
+            for (i, &len) in lens.iter().enumerate() {
+                client
+                    .send(message(round * 100 + i as u64, len))
+                    .await
+                    .unwrap();
+            }
+        }
+        client.close().await.unwrap();
+    });
+    for round in 0..4u64 {
+        for (i, &len) in lens.iter().enumerate() {
+            let expected = message(round * 100 + i as u64, len);
+            assert_eq!(
+                recv(&mut server).await,
+                Some(expected),
+                "round {round}, {len} bytes"
+            );
+        }
+    }
+    assert_eq!(recv(&mut server).await, None);
+    sender.await.unwrap();
+    assert_eq!(server.ended(), Some(ConnectionEnded::ClosedByPeer));
+}
+
 #[tokio::test]
 async fn garbage_and_strangers_are_counted_and_dropped() {
     let (listener, mut client, mut server) = pair(Config::default()).await;

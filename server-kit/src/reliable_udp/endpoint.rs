@@ -9,7 +9,8 @@
 //! delivered messages moved to the handle, counters published, its deadline re-filed, and the
 //! connection forgotten once it is closed and fully delivered. Flushing once per round rather
 //! than once per datagram lets one ack answer a whole batch, and the datagrams of a round leave
-//! in GSO batches.
+//! in GSO batches. A round that left a handle's delivery channel full ends by yielding to the
+//! runtime, so that the reader gets to empty it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -22,14 +23,14 @@ use protocol::reliable::{Config, Connection, header::Header};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::OwnedPermit;
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tracing::{debug, trace};
 
 use super::entry::Entry;
-use super::io::DatagramSocket;
+use super::io::{DatagramSocket, Received};
 use super::{
-    ConnectionEnded, DriverError, Key, ListenerCounters, ReliableConnection, Shared, Status,
-    give_up_after,
+    ConnectionEnded, DriverError, Key, ListenerCounters, ReliableConnection, SendLimits, Shared,
+    Status, give_up_after,
 };
 
 /// Datagrams taken from the socket in one round before the touched connections are flushed.
@@ -44,11 +45,11 @@ const DELIVERY_QUEUE: usize = 64;
 /// A request from a handle.
 #[derive(Debug)]
 pub(super) enum Command {
-    /// Queue a message; answer once it is queued (or refused).
+    /// Queue a message, which took `credit` of the connection's send permits.
     Send {
         key: Key,
         message: Bytes,
-        done: oneshot::Sender<Result<(), DriverError>>,
+        credit: u32,
     },
     /// Close gracefully.
     Close { key: Key },
@@ -161,11 +162,12 @@ impl Endpoint {
     /// Takes every datagram the socket has (up to a batch) and hands each to its connection.
     fn receive_batch(&mut self) {
         let mut received = 0;
+        let now = tokio::time::Instant::now().into_std();
         while received < RECV_BATCH {
             let connections = &mut self.connections;
             match self
                 .socket
-                .try_recv(|from, datagram| connections.on_datagram(from, datagram))
+                .try_recv(|from, datagram| connections.on_datagram(from, datagram, now))
             {
                 Ok(0) => break,
                 Ok(count) => received += count,
@@ -193,10 +195,17 @@ impl Endpoint {
     /// Flushes every connection the round touched, then sends the last batch of datagrams.
     async fn flush_touched(&mut self) {
         let touched = std::mem::take(&mut self.connections.touched);
+        let mut holding = false;
         for &key in &touched {
-            self.flush(key).await;
+            holding |= self.flush(key).await;
         }
         self.socket.flush().await;
+        if holding {
+            // A handle's delivery channel is full: let its reader run (it may be queued behind
+            // this task on the same worker) before reading more from the socket, rather than
+            // filling the state machine's receive buffer until it drops packets.
+            tokio::task::yield_now().await;
+        }
         // Hand the allocation back for the next round, keeping anything touched meanwhile.
         let mut touched = touched;
         touched.clear();
@@ -204,24 +213,28 @@ impl Endpoint {
         self.connections.touched = touched;
     }
 
-    /// Everything a connection has to do after a round of input.
-    async fn flush(&mut self, key: Key) {
+    /// Everything a connection has to do after a round of input; returns whether a delivered
+    /// message waits for room in the handle's channel.
+    async fn flush(&mut self, key: Key) -> bool {
         let Some(entry) = self.connections.entries.get_mut(&key) else {
-            return;
+            return false;
         };
         entry.touched = false;
         entry.retry_pending();
         let now = tokio::time::Instant::now().into_std();
-        while let Some(datagram) = entry.machine.poll_transmit(now) {
-            self.socket.send(key.0, &datagram).await;
-        }
+        let max_len = self.connections.config.max_datagram_size;
+        self.socket
+            .send_all(key.0, &mut entry.machine, max_len, now)
+            .await;
         entry.settle(key);
         let deadline = entry.machine.poll_timeout();
         let finished = entry.is_finished();
+        let holding = entry.is_holding();
         self.connections.refile(key, deadline);
         if finished {
             self.connections.remove(key);
         }
+        holding
     }
 }
 
@@ -230,7 +243,7 @@ impl Connections {
     fn open(&mut self, key: Key, machine: Connection) -> ReliableConnection {
         let (delivered_tx, delivered_rx) = mpsc::channel(DELIVERY_QUEUE);
         let (status_tx, status_rx) = watch::channel(Status::Connecting);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(self.config.max_send_queue));
         let entry = Entry::new(machine, delivered_tx, status_tx, Arc::clone(&shared));
         self.entries.insert(key, entry);
         self.touch(key);
@@ -243,6 +256,8 @@ impl Connections {
             shared,
             attention: Arc::clone(&self.attention),
             give_up: give_up_after(&self.config),
+            limits: SendLimits::new(&self.config),
+            closing: false,
         }
     }
 
@@ -270,16 +285,22 @@ impl Connections {
         }
     }
 
-    fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
-        let Ok((header, _)) = Header::decode(datagram) else {
+    fn on_datagram(&mut self, from: SocketAddr, received: Received<'_>, now: Instant) {
+        let datagram = received.bytes();
+        let Some(connection_id) = Header::peek_connection_id(datagram) else {
             self.count_unrouted(from, "not a reliable-datagram packet");
             return;
         };
-        let key = (from, header.connection_id);
-        let now = tokio::time::Instant::now().into_std();
+        let key = (from, connection_id);
         if let Some(entry) = self.entries.get_mut(&key) {
-            entry.machine.handle_datagram(now, datagram);
-            self.touch(key);
+            match received {
+                Received::Lent(datagram) => entry.machine.handle_datagram(now, datagram),
+                Received::Shared(datagram) => entry.machine.handle_datagram_bytes(now, datagram),
+            }
+            if !entry.touched {
+                entry.touched = true;
+                self.touched.push(key);
+            }
         } else if self.accepting.is_some() && Connection::is_hello(datagram) {
             self.on_hello(key, datagram, now);
         } else {
@@ -330,10 +351,14 @@ impl Connections {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Send { key, message, done } => {
-                // A missing entry has ended: dropping `done` sends the handle to its status.
+            Command::Send {
+                key,
+                message,
+                credit,
+            } => {
+                // A missing entry has ended (and the handle knows): the message goes with it.
                 if let Some(entry) = self.entries.get_mut(&key) {
-                    entry.send(message, done);
+                    entry.send(message, credit);
                     self.touch(key);
                 }
             }

@@ -1,6 +1,7 @@
 //! One connection as the socket's task holds it: the state machine and the ends of the
-//! channels to its handle, and what a flush does with them (retrying queued sends, turning events
-//! into the handle's status, moving delivered messages to the handle under back-pressure).
+//! channels to its handle, and what a flush does with them (retrying queued sends, giving send
+//! permits back as the peer acknowledges, turning events into the handle's status, moving
+//! delivered messages to the handle under back-pressure).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -10,13 +11,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use protocol::reliable::{Connection, Event, SendError};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use super::{ConnectionEnded, DriverError, Key, Shared, Status};
+use super::{ConnectionEnded, Key, Shared, Status};
 
-/// A send waiting for room in the machine's send queue.
-type PendingSend = (Bytes, oneshot::Sender<Result<(), DriverError>>);
+/// A send waiting for room in the machine's send queue, with the permits it took.
+type PendingSend = (Bytes, u32);
 
 /// One connection as the task holds it.
 #[derive(Debug)]
@@ -26,17 +27,17 @@ pub(super) struct Entry {
     delivered: Option<mpsc::Sender<Bytes>>,
     /// A message taken from the machine that the full channel could not take yet.
     held: Option<Bytes>,
-    /// Sends waiting for room: one at most, as a handle waits for each of its sends (those
-    /// whose caller gave up waiting are dropped).
+    /// Sends waiting for room in the machine's queue (rarely more than one: the handle's
+    /// permits hold it back first).
     pending: VecDeque<PendingSend>,
+    /// Send permits taken by the messages the machine holds, not yet given back.
+    credit_held: usize,
     status: watch::Sender<Status>,
     shared: Arc<Shared>,
     /// The deadline filed in the timer set.
     pub(super) deadline: Option<Instant>,
     /// Listed for this round's flush.
     pub(super) touched: bool,
-    /// The application closed the connection (or dropped its handle).
-    closing: bool,
     /// The handle was dropped and the close is under way.
     abandoned: bool,
 }
@@ -54,20 +55,19 @@ impl Entry {
             delivered: Some(delivered),
             held: None,
             pending: VecDeque::new(),
+            credit_held: 0,
             status,
             shared,
             deadline: None,
             touched: false,
-            closing: false,
             abandoned: false,
         }
     }
 
-    /// Queues `message`, or keeps it until the machine's send queue has room; `done` answers.
-    pub(super) fn send(&mut self, message: Bytes, done: oneshot::Sender<Result<(), DriverError>>) {
-        // Only sends whose callers still wait are kept: one per handle at most.
-        self.pending.retain(|(_, done)| !done.is_closed());
-        self.pending.push_back((message, done));
+    /// Queues `message`, which took `credit` send permits, or keeps it until the machine's
+    /// send queue has room.
+    pub(super) fn send(&mut self, message: Bytes, credit: u32) {
+        self.pending.push_back((message, credit));
         self.retry_pending();
     }
 
@@ -85,7 +85,7 @@ impl Entry {
         self.abandoned = true;
         self.delivered = None;
         self.held = None;
-        self.pending.clear();
+        self.drop_pending();
         self.close();
         true
     }
@@ -100,35 +100,44 @@ impl Entry {
     pub(super) fn settle(&mut self, key: Key) {
         self.take_events(key);
         self.deliver();
+        self.give_back_credit();
         self.publish_stats();
     }
 
     /// Queues waiting sends in order while the machine's send queue has room.
     pub(super) fn retry_pending(&mut self) {
-        while let Some((message, done)) = self.pending.pop_front() {
-            if done.is_closed() {
-                continue; // its caller stopped waiting
-            }
-            let result = match self.machine.send(message.clone()) {
-                Ok(()) => Ok(()),
+        while let Some((message, credit)) = self.pending.pop_front() {
+            match self.machine.send(message.clone()) {
+                Ok(()) => self.credit_held += credit as usize,
                 Err(SendError::QueueFull) => {
-                    self.pending.push_front((message, done));
+                    self.pending.push_front((message, credit));
                     return;
                 }
-                Err(SendError::TooLarge { size, limit }) => {
-                    Err(DriverError::TooLarge { size, limit })
+                Err(error @ (SendError::TooLarge { .. } | SendError::Closed)) => {
+                    // The handle checked the size, and stops sending once the connection has
+                    // ended or it closed it: a message that crossed the end goes with it.
+                    debug!(%error, "a message dropped");
+                    self.shared.credit.add_permits(credit as usize);
                 }
-                Err(SendError::Closed) => match self.ended() {
-                    Some(why) => Err(why.into()),
-                    None if self.closing => Err(ConnectionEnded::Closed.into()),
-                    None => {
-                        // The machine has ended and its event is on the way: `end` answers.
-                        self.pending.push_front((message, done));
-                        return;
-                    }
-                },
-            };
-            let _ = done.send(result);
+            }
+        }
+    }
+
+    /// Drops the sends waiting for room, giving their permits back.
+    fn drop_pending(&mut self) {
+        let credit: usize = self.pending.drain(..).map(|(_, c)| c as usize).sum();
+        self.shared.credit.add_permits(credit);
+    }
+
+    /// Gives back the permits of the bytes the peer has acknowledged: as many as the machine
+    /// holds fewer unacknowledged bytes than the permits held (a message's permits are at most
+    /// its length, or one for an empty message, so every permit comes back once the machine
+    /// holds nothing).
+    fn give_back_credit(&mut self) {
+        let held = self.machine.unacknowledged_bytes();
+        if self.credit_held > held {
+            self.shared.credit.add_permits(self.credit_held - held);
+            self.credit_held = held;
         }
     }
 
@@ -166,18 +175,9 @@ impl Entry {
             }
             open
         });
-        let why = self.ended().unwrap_or(why);
-        for (_, done) in self.pending.drain(..) {
-            let _ = done.send(Err(why.clone().into()));
-        }
-    }
-
-    /// Why the connection ended, once it has.
-    fn ended(&self) -> Option<ConnectionEnded> {
-        match &*self.status.borrow() {
-            Status::Ended(why) => Some(why.clone()),
-            _ => None,
-        }
+        // A handle waiting for permits learns of the end.
+        self.shared.credit.close();
+        self.drop_pending();
     }
 
     /// Whether the connection has ended (it may still drain).
@@ -187,7 +187,6 @@ impl Entry {
 
     /// Queues the machine's close, after everything sent so far.
     pub(super) fn close(&mut self) {
-        self.closing = true;
         self.machine.close();
     }
 
@@ -228,5 +227,13 @@ impl Entry {
             .stats
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = stats;
+    }
+}
+
+impl Drop for Entry {
+    /// However the task lets go of the connection (even unwinding from a panic), a handle
+    /// waiting for send permits must not wait for ever.
+    fn drop(&mut self) {
+        self.shared.credit.close();
     }
 }

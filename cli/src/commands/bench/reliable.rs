@@ -1,5 +1,7 @@
-//! `cli bench reliable`: the reliable-datagram layer's throughput over loopback, with no loss and
-//! through a lossy relay, next to TCP moving the same bytes in the same run.
+//! `cli bench reliable`: the reliable-datagram layer's throughput over loopback, directly with no
+//! loss and through a relay that drops a share of the datagrams (`--loss`, which may be 0: then
+//! the row shows what the relay's extra hop costs), next to TCP moving the same bytes in the same
+//! run.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
@@ -22,6 +24,8 @@ use crate::commands::runtime;
 const MAX_DATAGRAM: usize = 65_507;
 /// How long one transfer may take before the benchmark gives up on it.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
+/// The most bytes a warm-up transfer moves.
+const WARM_UP_BYTES: usize = 16 * 1024 * 1024;
 const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// Arguments of `cli bench reliable`.
@@ -40,7 +44,8 @@ pub struct ReliableBenchArgs {
     /// Packets in flight at most (the layer's `max_in_flight`; the layer may allow fewer).
     #[arg(long, value_name = "PACKETS", default_value_t = Config::default().max_in_flight as u64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     window: u64,
-    /// Percent of datagrams the relay drops, both ways, in the lossy run.
+    /// Percent of datagrams the relay drops, both ways, in the run through it (0 shows what the
+    /// relay itself costs).
     #[arg(long, value_name = "PERCENT", default_value_t = 5.0)]
     loss: f64,
     /// Seed of the relay's choice of datagrams to drop.
@@ -105,6 +110,8 @@ impl Plan {
 #[derive(Debug)]
 struct Measurement {
     transport: &'static str,
+    /// "direct", or "relay" through the lossy relay.
+    path: &'static str,
     loss: f64,
     elapsed: Duration,
     /// Datagrams sent by the sender and by the receiver (UDP only).
@@ -119,6 +126,7 @@ impl Measurement {
         let count = |n: Option<u64>| n.map_or_else(|| "-".to_string(), |n| n.to_string());
         vec![
             self.transport.to_string(),
+            self.path.to_string(),
             format!("{}%", (self.loss * 1000.0).round() / 10.0),
             format!("{:.1}", mib_per_second(bytes, self.elapsed)),
             format!("{:.3}", self.elapsed.as_secs_f64()),
@@ -147,6 +155,7 @@ pub fn run(args: ReliableBenchArgs) -> anyhow::Result<ExitCode> {
     let measurements = runtime()?.block_on(measure_all(&plan))?;
     let mut table = Table::new(&[
         "transport",
+        "path",
         "loss",
         "MiB/s",
         "seconds",
@@ -170,39 +179,49 @@ pub fn run(args: ReliableBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The median transfer of each transport.
+/// The median transfer of each transport. After an untimed warm-up transfer of each (the first
+/// transfer of a process is the slowest, for TCP especially), the transfers run in rounds, one
+/// of each transport per round, so that whatever else the machine does weighs on all alike.
 async fn measure_all(plan: &Plan) -> anyhow::Result<Vec<Measurement>> {
-    Ok(vec![
-        median(plan.runs, || reliable(plan, 0.0)).await?,
-        median(plan.runs, || reliable(plan, plan.loss)).await?,
-        median(plan.runs, || tcp(plan)).await?,
-    ])
-}
-
-/// Runs `transfer` `runs` times (each within [`TRANSFER_TIMEOUT`]) and keeps the median by time.
-async fn median<F>(runs: usize, mut transfer: impl FnMut() -> F) -> anyhow::Result<Measurement>
-where
-    F: Future<Output = anyhow::Result<Measurement>>,
-{
-    let mut measurements = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let measurement = timeout(TRANSFER_TIMEOUT, transfer())
-            .await
-            .with_context(|| format!("a transfer took over {TRANSFER_TIMEOUT:?}"))??;
-        measurements.push(measurement);
+    let warm_up = Plan {
+        total: plan.total.min(WARM_UP_BYTES),
+        ..plan.clone()
+    };
+    within_limit(reliable(&warm_up, None)).await?;
+    within_limit(tcp(&warm_up)).await?;
+    let mut runs: [Vec<Measurement>; 3] = Default::default();
+    for _ in 0..plan.runs {
+        runs[0].push(within_limit(reliable(plan, None)).await?);
+        runs[1].push(within_limit(reliable(plan, Some(plan.loss))).await?);
+        runs[2].push(within_limit(tcp(plan)).await?);
     }
-    measurements.sort_by_key(|m| m.elapsed);
-    Ok(measurements.swap_remove(runs / 2))
+    Ok(runs.into_iter().map(median).collect())
 }
 
-/// One transfer through the reliable layer, through a relay dropping `loss` of the datagrams if
-/// `loss` is above zero.
-async fn reliable(plan: &Plan, loss: f64) -> anyhow::Result<Measurement> {
+/// `transfer`, unless it takes over [`TRANSFER_TIMEOUT`].
+async fn within_limit(
+    transfer: impl Future<Output = anyhow::Result<Measurement>>,
+) -> anyhow::Result<Measurement> {
+    timeout(TRANSFER_TIMEOUT, transfer)
+        .await
+        .with_context(|| format!("a transfer took over {TRANSFER_TIMEOUT:?}"))?
+}
+
+/// The median of `measurements` by time.
+fn median(mut measurements: Vec<Measurement>) -> Measurement {
+    measurements.sort_by_key(|m| m.elapsed);
+    let middle = measurements.len() / 2;
+    measurements.swap_remove(middle)
+}
+
+/// One transfer through the reliable layer: directly, or through a relay dropping `loss` of the
+/// datagrams if `loss` is given (even 0).
+async fn reliable(plan: &Plan, loss: Option<f64>) -> anyhow::Result<Measurement> {
     let socket = UdpSocket::bind(LOOPBACK).await?;
     let mut listener = ReliableListener::bind(socket, plan.config.clone(), 1)?;
-    let relay = match loss > 0.0 {
-        true => Some(LossyRelay::start(listener.local_addr(), loss, plan.seed).await?),
-        false => None,
+    let relay = match loss {
+        Some(loss) => Some(LossyRelay::start(listener.local_addr(), loss, plan.seed).await?),
+        None => None,
     };
     let target = relay
         .as_ref()
@@ -227,7 +246,8 @@ async fn reliable(plan: &Plan, loss: f64) -> anyhow::Result<Measurement> {
         .context("closing the benchmark's connection")?;
     Ok(Measurement {
         transport: "reliable UDP",
-        loss,
+        path: if relay.is_some() { "relay" } else { "direct" },
+        loss: loss.unwrap_or(0.0),
         elapsed: received - start,
         datagrams: Some((sent.datagrams_sent, back.datagrams_sent)),
         retransmissions: Some(retransmissions(&sent, &back)),
@@ -280,6 +300,7 @@ async fn tcp(plan: &Plan) -> anyhow::Result<Measurement> {
     let received = receiver.await??;
     Ok(Measurement {
         transport: "TCP",
+        path: "direct",
         loss: 0.0,
         elapsed: received - start,
         datagrams: None,
@@ -325,6 +346,8 @@ mod tests {
         let measurements = runtime().unwrap().block_on(measure_all(&plan)).unwrap();
         let transports: Vec<_> = measurements.iter().map(|m| m.transport).collect();
         assert_eq!(transports, ["reliable UDP", "reliable UDP", "TCP"]);
+        let paths: Vec<_> = measurements.iter().map(|m| m.path).collect();
+        assert_eq!(paths, ["direct", "relay", "direct"]);
         let (sent, _) = measurements[0].datagrams.unwrap();
         assert!(sent >= 1024 * 1024 / 1168, "{sent} datagrams");
         assert!(measurements[1].retransmissions.unwrap() > 0);

@@ -1,13 +1,14 @@
 //! The `cli` binary as a user runs it: `addressbook query` and `serve` against real servers,
 //! exit statuses, piped input, start-up errors, signals, the demo and the help texts.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use addressbook::{AddressBook, ServerConfig};
 use integration_tests::RunningServer;
+use integration_tests::process::{self, stderr, stdout};
 use tokio::runtime::Runtime;
 
 const CLI: &str = env!("CARGO_BIN_EXE_cli");
@@ -49,27 +50,7 @@ fn cli(args: &[&str]) -> Command {
 }
 
 fn run_with_stdin(args: &[&str], stdin: &str) -> Output {
-    let mut child = cli(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
+    process::run_with_stdin(&mut cli(args), stdin)
 }
 
 /// An address where nothing listens.

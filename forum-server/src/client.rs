@@ -225,7 +225,8 @@ impl ForumClient {
             .map_err(|err| ClientError::Transfer(err.to_string()))?;
         let mut side = self.open_side_channel(Cmd::Dwn, title, file).await?;
         let target = folder.join(file);
-        let staged = folder.join(format!(".{file}.part-{}", std::process::id()));
+        let staged = server_kit::atomic_file::temp_path(&target)
+            .map_err(|err| ClientError::Transfer(err.to_string()))?;
         let received = receive_body(&mut side, &staged, u64::MAX, self.patience, progress).await;
         let moved = received.and_then(|_| std::fs::rename(&staged, &target));
         if let Err(err) = moved {

@@ -235,10 +235,8 @@ impl ForumStore {
     /// Where a transfer writes an upload's body before it is committed: a temporary name in the
     /// uploads folder (so the commit is a rename), which a crash leaves to be cleaned up.
     pub fn upload_staging_path(&self, title: &str, file: &str) -> PathBuf {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.uploads
-            .join(format!(".{title}-{file}.tmp-{}-{n}", std::process::id()))
+        server_kit::atomic_file::temp_path(&self.upload_path(title, file))
+            .expect("an upload path names a file")
     }
 
     /// UPD, once the whole body is in `staged`: moves it into place and adds the upload line,

@@ -49,7 +49,10 @@ fn folder_of(path: &Path) -> &Path {
     }
 }
 
-fn temp_path(path: &Path) -> io::Result<PathBuf> {
+/// A fresh temporary name beside `path` (`.<name>.tmp-<pid>-<n>`), for a file written in full
+/// before it is renamed over `path`; one a crash leaves behind is deleted by
+/// [`remove_leftovers`]. Used by [`write_atomically`], and by writers that stream a large body.
+pub fn temp_path(path: &Path) -> io::Result<PathBuf> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::Interest;
@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::reliable_udp::enlarge_buffers;
+use crate::reliable_udp::io::send_segments;
 
 /// The kernel buffers the relay asks for, so that it drops only what it chooses to.
 const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
@@ -208,36 +209,11 @@ impl Relay {
             return;
         };
         let count = std::mem::take(&mut self.batch.count);
-        let transmit = Transmit {
-            destination: to,
-            ecn: None,
-            contents: &self.batch.contents,
-            segment_size: (count > 1).then_some(self.batch.segment),
-            src_ip: None,
-        };
-        loop {
-            let sent = self.socket.try_io(Interest::WRITABLE, || {
-                self.state
-                    .try_send(UdpSockRef::from(&self.socket), &transmit)
-            });
-            match sent {
-                Ok(()) => {
-                    self.counters
-                        .forwarded
-                        .fetch_add(count as u64, Ordering::Relaxed);
-                    break;
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(error) = self.socket.writable().await {
-                        debug!(%error, "relay socket not writable");
-                        break;
-                    }
-                }
-                Err(error) => {
-                    debug!(%error, %to, "relay send failed");
-                    break;
-                }
-            }
+        let segment = (count > 1).then_some(self.batch.segment);
+        if send_segments(&self.socket, &self.state, to, &self.batch.contents, segment).await {
+            self.counters
+                .forwarded
+                .fetch_add(count as u64, Ordering::Relaxed);
         }
         self.batch.contents.clear();
         self.batch.closed = false;

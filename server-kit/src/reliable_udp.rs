@@ -32,7 +32,7 @@
 
 mod endpoint;
 mod entry;
-mod io;
+pub(crate) mod io;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

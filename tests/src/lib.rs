@@ -94,3 +94,36 @@ pub async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8>
         .expect("the connection ended with an error instead of a clean close");
     buf
 }
+
+/// Running a binary (the `cli`) from a test: its output from given stdin, as text.
+pub mod process {
+    use std::io::Write;
+    use std::process::{Command, Output, Stdio};
+
+    /// Runs `command` with `stdin` piped in (then closed) and collects its output.
+    pub fn run_with_stdin(command: &mut Command, stdin: &str) -> Output {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(stdin.as_bytes())
+            .expect("the binary reads its stdin");
+        child.wait_with_output().expect("the binary ends")
+    }
+
+    /// The output's stdout as UTF-8.
+    pub fn stdout(output: &Output) -> String {
+        String::from_utf8(output.stdout.clone()).expect("UTF-8 stdout")
+    }
+
+    /// The output's stderr as UTF-8.
+    pub fn stderr(output: &Output) -> String {
+        String::from_utf8(output.stderr.clone()).expect("UTF-8 stderr")
+    }
+}

@@ -101,7 +101,10 @@ pub fn run(command: ForumCommand) -> anyhow::Result<ExitCode> {
     match command {
         ForumCommand::Serve(args) => {
             logging::init("info");
-            runtime()?.block_on(serve(args))
+            // Blocking (hashing the assignment's plaintext passwords): before the runtime starts.
+            let forum = Forum::open(&args.data_dir, args.admin_password.clone())
+                .with_context(|| format!("cannot open the forum in {}", args.data_dir.display()))?;
+            runtime()?.block_on(serve(args, forum))
         }
         ForumCommand::Connect(args) => {
             logging::init("warn");
@@ -110,9 +113,7 @@ pub fn run(command: ForumCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let forum = Forum::open(&args.data_dir, args.admin_password.clone())
-        .with_context(|| format!("cannot open the forum in {}", args.data_dir.display()))?;
+async fn serve(args: ServeArgs, forum: Forum) -> anyhow::Result<ExitCode> {
     let mut config = ServerConfig::new(Arc::new(forum));
     config.idle_timeout = Duration::from_secs(args.idle_timeout);
     let signals = StopSignals::install()?;

@@ -80,14 +80,13 @@ fn check_open(sim: &Sim, seed: u64) {
     );
 }
 
-/// One seed: `MESSAGES` random messages each way over the lossy channel, then a close.
-fn lossy_transfer(seed: u64) -> Outcome {
-    let config = lossy_config();
+/// `messages` random messages each way over the lossy channel with `config`, checking delivery
+/// and the buffer bounds at every step; the simulation once both flows are done.
+fn exchange(seed: u64, config: Config, messages: usize) -> (Sim, Flow, Flow) {
     let room = config.max_datagram_size - HEADER_LEN;
     let mut sim = Sim::new(seed, Faults::LOSSY, config.clone());
-    let mut up = Flow::new(seed ^ 0x5555, MESSAGES, MAX_LEN, room);
-    let mut down = Flow::new(seed ^ 0xAAAA, MESSAGES, MAX_LEN, room);
-    let start = sim.now;
+    let mut up = Flow::new(seed ^ 0x5555, messages, MAX_LEN, room);
+    let mut down = Flow::new(seed ^ 0xAAAA, messages, MAX_LEN, room);
     let done = sim.run_until(secs(3600), |sim| {
         check_open(sim, seed);
         up.offer(&mut sim.client);
@@ -100,11 +99,17 @@ fn lossy_transfer(seed: u64) -> Outcome {
         up.is_done() && down.is_done()
     });
     assert!(done, "seed {seed}: stalled");
+    (sim, up, down)
+}
+
+/// One seed: `MESSAGES` random messages each way over the lossy channel, then a close.
+fn lossy_transfer(seed: u64) -> Outcome {
+    let (mut sim, up, down) = exchange(seed, lossy_config(), MESSAGES);
     assert!(
         up.queue_full > 0 && down.queue_full > 0,
         "the senders were held back"
     );
-    let simulated = sim.now - start;
+    let simulated = sim.now - sim.client_start();
     close_from_client(&mut sim, seed);
     Outcome {
         seed,
@@ -755,23 +760,8 @@ fn a_window_of_256_packets_delivers_every_message_once_and_in_order() {
         max_in_flight: 256,
         ..lossy_config()
     };
-    let room = config.max_datagram_size - HEADER_LEN;
     for seed in 0..8 {
-        let mut sim = Sim::new(seed, Faults::LOSSY, config.clone());
-        let mut up = Flow::new(seed ^ 0x5555, 150, MAX_LEN, room);
-        let mut down = Flow::new(seed ^ 0xAAAA, 150, MAX_LEN, room);
-        let done = sim.run_until(secs(3600), |sim| {
-            check_open(sim, seed);
-            up.offer(&mut sim.client);
-            if let Some(server) = &mut sim.server {
-                down.offer(server);
-                up.take(server);
-            }
-            down.take(&mut sim.client);
-            check_bounds(sim, &config);
-            up.is_done() && down.is_done()
-        });
-        assert!(done, "seed {seed}: stalled");
+        let (mut sim, up, down) = exchange(seed, config.clone(), 150);
         let retransmissions =
             sim.client.stats().retransmissions + sim.server().stats().retransmissions;
         let fragments = up.fragments + down.fragments;

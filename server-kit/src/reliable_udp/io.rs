@@ -301,30 +301,43 @@ impl DatagramSocket {
         segment: Option<usize>,
         count: usize,
     ) {
-        let transmit = Transmit {
-            destination: to,
-            ecn: None,
-            contents,
-            segment_size: segment,
-            src_ip: None,
-        };
-        loop {
-            let sent = self.socket.try_io(Interest::WRITABLE, || {
-                self.state
-                    .try_send(UdpSockRef::from(&self.socket), &transmit)
-            });
-            match sent {
-                Ok(()) => return,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(error) = self.socket.writable().await {
-                        debug!(%error, "UDP socket not writable");
-                        return;
-                    }
+        if !send_segments(&self.socket, &self.state, to, contents, segment).await {
+            debug!(%to, datagrams = count, "UDP send failed; the datagrams are lost");
+        }
+    }
+}
+
+/// Sends `contents` to `to` in one system call (as GSO segments of `segment` bytes when given),
+/// waiting while the socket's buffer is full; whether the kernel took it. Failures are logged.
+pub(crate) async fn send_segments(
+    socket: &UdpSocket,
+    state: &UdpSocketState,
+    to: SocketAddr,
+    contents: &[u8],
+    segment: Option<usize>,
+) -> bool {
+    let transmit = Transmit {
+        destination: to,
+        ecn: None,
+        contents,
+        segment_size: segment,
+        src_ip: None,
+    };
+    loop {
+        let sent = socket.try_io(Interest::WRITABLE, || {
+            state.try_send(UdpSockRef::from(socket), &transmit)
+        });
+        match sent {
+            Ok(()) => return true,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(error) = socket.writable().await {
+                    debug!(%error, "UDP socket not writable");
+                    return false;
                 }
-                Err(error) => {
-                    debug!(%error, %to, datagrams = count, "UDP send failed");
-                    return;
-                }
+            }
+            Err(error) => {
+                debug!(%error, %to, "UDP send failed");
+                return false;
             }
         }
     }

@@ -34,8 +34,10 @@
 //!   floor.
 //!
 //! A duplicate ack alone never triggers a retransmission: it acknowledges nothing new, so it
-//! shows no new gap. A retransmitted packet keeps its number and gives no RTT sample (Karn's
-//! rule); as it is unknown which of its sends arrived, gap detection counts it as sent at its
+//! shows no new gap. An RTT sample comes from the highest packet an ack reports, when this ack
+//! is the first to report it, less the ack delay the header carries (how long the peer held the
+//! ack since that packet arrived). A retransmitted packet keeps its number and gives no RTT
+//! sample (Karn's rule); as it is unknown which of its sends arrived, gap detection counts it as sent at its
 //! first send. The peer is dead when one packet's timer has expired `max_retransmissions` + 1
 //! times in a row with nothing at all received from the peer since the send before each expiry:
 //! a silent peer, not merely a lossy or a busy one (an expiry while the peer is heard from still
@@ -45,7 +47,7 @@
 //! Receiving: see [`super::receive`]. Acks are sent for every second packet, at once for a
 //! packet out of order, one that fills a gap, a duplicate or a packet dropped for want of room
 //! (the application is not reading: the ack shows no progress but tells the peer we are alive),
-//! and otherwise after `ack_delay`; every packet sent carries the current ack.
+//! and otherwise after `ack_delay`; every packet sent carries the current ack and its delay.
 //!
 //! Closing: [`Connection::close`] queues a close packet after everything sent so far; once it and
 //! everything before it are acknowledged, [`Event::Closed`]. The peer's close, taken in order
@@ -200,6 +202,9 @@ pub struct Connection {
     largest_acked_number: Option<u64>,
     rtt: RttEstimator,
     receiver: Receiver,
+    /// When the highest-numbered packet received so far arrived: acks report how long since
+    /// (their ack delay).
+    largest_received_at: Option<Instant>,
     ack_due: Option<Instant>,
     unacked_received: u32,
     last_received: Instant,
@@ -255,6 +260,7 @@ impl Connection {
             transmissions: 0,
             largest_acked_transmission: 0,
             largest_acked_number: None,
+            largest_received_at: None,
             ack_due: None,
             unacked_received: 0,
             last_received: now,
@@ -387,7 +393,7 @@ impl Connection {
             return;
         }
         self.last_received = now;
-        if let Err(violation) = self.on_ack(now, header.ack, header.sack) {
+        if let Err(violation) = self.on_ack(now, &header) {
             self.fail(Event::ProtocolViolation(violation));
             return;
         }
@@ -404,8 +410,13 @@ impl Connection {
     fn on_reliable(&mut self, now: Instant, header: Header, payload: Payload<'_>) {
         let was_waiting = self.receiver.is_waiting();
         let had_gap = self.receiver.has_gap();
+        let largest_before = self.receiver.largest_received();
         let mut controls = Vec::new();
-        match self.receiver.on_packet(header, payload, &mut controls) {
+        let arrival = self.receiver.on_packet(header, payload, &mut controls);
+        if self.receiver.largest_received() != largest_before {
+            self.largest_received_at = Some(now);
+        }
+        match arrival {
             Ok(Arrival::Progress) => {
                 self.last_progress = now;
                 self.unacked_received += 1;
@@ -473,41 +484,46 @@ impl Connection {
             .map_or(self.next_packet_number, |packet| packet.number)
     }
 
-    /// Applies the peer's acknowledgement of our packets.
-    fn on_ack(&mut self, now: Instant, ack: u32, sack: Sack) -> Result<(), &'static str> {
+    /// Applies the peer's acknowledgement of our packets (the cumulative ack, the selective
+    /// acks and the ack delay of `header`).
+    fn on_ack(&mut self, now: Instant, header: &Header) -> Result<(), &'static str> {
         let sent_end = self.sent_end();
-        let ack = expand(sent_end, ack);
-        let beyond = sack
-            .highest()
-            .is_some_and(|i| ack + 1 + u64::from(i) >= sent_end);
-        if ack > sent_end || beyond {
+        let ack = expand(sent_end, header.ack);
+        let highest_selective = header.sack.highest().map(|i| ack + 1 + u64::from(i));
+        if ack > sent_end || highest_selective.is_some_and(|n| n >= sent_end) {
             return Err("an ack of a packet never sent");
         }
-        let mut sample = None;
+        // The round-trip sample comes from the highest packet acknowledged, the one the ack
+        // delay is about, if this ack is the first to report it and it was sent only once
+        // (Karn's rule).
+        let largest = highest_selective.or(ack.checked_sub(1));
+        let sample = largest
+            .and_then(|number| self.in_flight.get(number))
+            .filter(|packet| packet.sends == 1)
+            .map(|packet| now.saturating_duration_since(packet.first_sent));
         while self.in_flight.first_key().is_some_and(|n| n < ack) {
             let (_, packet) = self.in_flight.pop_first().expect("checked");
-            self.on_acked(packet, &mut sample);
+            self.on_acked(packet);
         }
         // The bitmap mostly repeats what earlier acks said: only the packets still in flight
         // count.
         if !self.in_flight.is_empty() {
-            for i in sack.ones() {
+            for i in header.sack.ones() {
                 if let Some(packet) = self.in_flight.remove(ack + 1 + u64::from(i)) {
-                    self.on_acked(packet, &mut sample);
+                    self.on_acked(packet);
                 }
             }
         }
-        if let Some((_, first_sent)) = sample {
-            self.rtt
-                .on_sample(now.saturating_duration_since(first_sent));
+        if let Some(rtt) = sample {
+            let held = Duration::from_micros(u64::from(header.ack_delay_micros));
+            self.rtt.on_sample(rtt, held);
         }
         self.detect_lost(now);
         Ok(())
     }
 
-    /// Forgets an acknowledged packet. `sample` keeps the send time of the last-sent packet
-    /// acknowledged that was sent only once (Karn's rule), by its transmission counter.
-    fn on_acked(&mut self, packet: InFlight, sample: &mut Option<(u64, Instant)>) {
+    /// Forgets an acknowledged packet.
+    fn on_acked(&mut self, packet: InFlight) {
         self.queued_bytes -= packet.packet.payload.len();
         if !packet.lost {
             self.by_transmission.remove(&packet.transmission);
@@ -518,9 +534,6 @@ impl Connection {
         self.largest_acked_transmission = self
             .largest_acked_transmission
             .max(packet.first_transmission);
-        if packet.sends == 1 && sample.is_none_or(|(latest, _)| packet.transmission > latest) {
-            *sample = Some((packet.transmission, packet.first_sent));
-        }
         if packet.packet.header.packet_type == PacketType::Hello && !self.connected {
             self.connected = true;
             self.events.push_back(Event::Connected);
@@ -806,7 +819,7 @@ impl Connection {
             return Some(self.transmit_new(now, packet));
         }
         match self.ack_due {
-            Some(due) if now >= due => Some((self.transmit_ack(), None)),
+            Some(due) if now >= due => Some((self.transmit_ack(now), None)),
             _ => None,
         }
     }
@@ -858,7 +871,7 @@ impl Connection {
             let header = packet.packet.header;
             self.by_transmission.insert(self.transmissions, number);
             self.stats.retransmissions += 1;
-            return Some((self.encode(header), Some(number)));
+            return Some((self.encode(header, now), Some(number)));
         }
         None
     }
@@ -866,7 +879,7 @@ impl Connection {
     fn transmit_new(&mut self, now: Instant, packet: Outgoing) -> ([u8; HEADER_LEN], Option<u64>) {
         self.transmissions += 1;
         self.last_reliable_sent = now;
-        let header = self.encode(packet.header);
+        let header = self.encode(packet.header, now);
         let number = packet.number;
         self.by_transmission.insert(self.transmissions, number);
         self.in_flight.push(
@@ -886,23 +899,28 @@ impl Connection {
         (header, Some(number))
     }
 
-    fn transmit_ack(&mut self) -> [u8; HEADER_LEN] {
+    fn transmit_ack(&mut self, now: Instant) -> [u8; HEADER_LEN] {
         let header = Header {
             packet_type: PacketType::Ack,
             connection_id: self.connection_id,
             packet_number: 0,
             ack: 0,
+            ack_delay_micros: 0,
             sack: Sack::EMPTY,
             message_id: 0,
             fragment_index: 0,
             fragment_count: 0,
         };
-        self.encode(header)
+        self.encode(header, now)
     }
 
-    /// `header` encoded with the current acknowledgement, for a datagram about to go.
-    fn encode(&mut self, mut header: Header) -> [u8; HEADER_LEN] {
+    /// `header` encoded with the current acknowledgement, for a datagram about to go at `now`.
+    fn encode(&mut self, mut header: Header, now: Instant) -> [u8; HEADER_LEN] {
         (header.ack, header.sack) = self.receiver.ack_fields();
+        header.ack_delay_micros = self.largest_received_at.map_or(0, |at| {
+            let held = now.saturating_duration_since(at).as_micros();
+            u32::try_from(held).unwrap_or(u32::MAX)
+        });
         self.ack_due = None;
         self.unacked_received = 0;
         self.stats.datagrams_sent += 1;
@@ -923,6 +941,7 @@ impl Connection {
             connection_id: self.connection_id,
             packet_number: number as u32,
             ack: 0,
+            ack_delay_micros: 0,
             sack: Sack::EMPTY,
             message_id,
             fragment_index,

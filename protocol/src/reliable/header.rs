@@ -1,26 +1,34 @@
-//! The packet header of the reliable-datagram layer: 56 bytes, big-endian, at the start of
+//! The packet header of the reliable-datagram layer: 60 bytes, big-endian, at the start of
 //! every datagram.
 //!
 //! | offset | size | field | meaning |
 //! |---|---|---|---|
 //! | 0 | 2 | magic | `b"RD"`: anything else is not ours |
-//! | 2 | 1 | version | [`VERSION`] (2) |
+//! | 2 | 1 | version | [`VERSION`] (3) |
 //! | 3 | 1 | type | [`PacketType`]: 1 hello, 2 data, 3 ack, 4 ping, 5 close |
 //! | 4 | 4 | connection id | chosen by the client, echoed by the server |
 //! | 8 | 4 | packet number | this packet's place in the sender's reliable sequence (0 for ack) |
 //! | 12 | 4 | cumulative ack | every packet below this number has been received |
-//! | 16 | 32 | selective acks | a 256-bit number: bit `i` set, packet `ack + 1 + i` has been received too |
-//! | 48 | 4 | message id | the message a data packet carries part of (0 otherwise) |
-//! | 52 | 2 | fragment index | which part, from 0 |
-//! | 54 | 2 | fragment count | how many parts the message has (1 to 65535; 0 when no message) |
-//! | 56 | .. | payload | a data packet's part of the message; empty for the other types |
+//! | 16 | 4 | ack delay | microseconds between the arrival of the highest-numbered packet received and this datagram's send (saturating) |
+//! | 20 | 32 | selective acks | a 256-bit number: bit `i` set, packet `ack + 1 + i` has been received too |
+//! | 52 | 4 | message id | the message a data packet carries part of (0 otherwise) |
+//! | 56 | 2 | fragment index | which part, from 0 |
+//! | 58 | 2 | fragment count | how many parts the message has (1 to 65535; 0 when no message) |
+//! | 60 | .. | payload | a data packet's part of the message; empty for the other types |
 //!
 //! The selective acks are big-endian like the rest: bit `i` is bit `i % 8` of byte
-//! `47 - i / 8`, so byte 47 reports packets `ack + 1` to `ack + 8` and byte 16 packets
+//! `51 - i / 8`, so byte 51 reports packets `ack + 1` to `ack + 8` and byte 20 packets
 //! `ack + 249` to `ack + 256`. They reach as far as a sender may run ahead of the oldest packet
 //! it has unacknowledged ([`SACK_BITS`], see [`super::connection`]), so the bitmap's width is the
-//! widest window the layer allows. (Version 1 had a 64-bit bitmap at offset 16 and the message
-//! fields at 24, a 32-byte header, and so a window of at most 64 packets.)
+//! widest window the layer allows.
+//!
+//! The ack delay lets the sender take it out of its round-trip sample (as QUIC's ACK Delay
+//! does): an ack that waited for a datagram to ride on (the reply to a request, sent again
+//! after the first copy was lost) would otherwise be taken for a slow path, and one such sample
+//! inflates the retransmission timeout for dozens of round trips.
+//!
+//! Earlier versions are refused: version 1 had a 64-bit bitmap and a 32-byte header (so a window
+//! of at most 64 packets); version 2 had no ack delay and a 56-byte header.
 //!
 //! Hello, data, ping and close are *reliable*: each takes the next packet number, is kept until
 //! acknowledged and is delivered in packet-number order. Every packet, of any type, carries the
@@ -33,13 +41,17 @@ pub const HEADER_LEN: usize = SACK_END + 8;
 /// The first two bytes of every datagram.
 pub const MAGIC: [u8; 2] = *b"RD";
 /// The header layout this code speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Packets after the cumulative ack that the selective-ack bitmap can report.
 pub const SACK_BITS: u32 = Sack::BITS;
 /// 64-bit words of a [`Sack`].
 const SACK_WORDS: usize = 4;
+/// Where the ack delay is.
+const ACK_DELAY_AT: usize = 16;
+/// Where the selective acks start.
+const SACK_AT: usize = ACK_DELAY_AT + 4;
 /// Where the selective acks end and the message fields start.
-const SACK_END: usize = 16 + 8 * SACK_WORDS;
+const SACK_END: usize = SACK_AT + 8 * SACK_WORDS;
 
 /// The selective-ack bitmap: bit `i` reports packet `ack + 1 + i`, for `i` below
 /// [`SACK_BITS`].
@@ -212,6 +224,9 @@ pub struct Header {
     pub packet_number: u32,
     /// Every packet of the other direction below this has been received.
     pub ack: u32,
+    /// Microseconds the sender held this acknowledgement since the highest-numbered packet it
+    /// reports arrived.
+    pub ack_delay_micros: u32,
     /// Bit `i`: packet `ack + 1 + i` has been received.
     pub sack: Sack,
     /// The message a data packet carries part of.
@@ -223,7 +238,7 @@ pub struct Header {
 }
 
 impl Header {
-    /// Appends the header's 56 bytes to `out`.
+    /// Appends the header's bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_bytes());
     }
@@ -237,7 +252,8 @@ impl Header {
         out[4..8].copy_from_slice(&self.connection_id.to_be_bytes());
         out[8..12].copy_from_slice(&self.packet_number.to_be_bytes());
         out[12..16].copy_from_slice(&self.ack.to_be_bytes());
-        out[16..SACK_END].copy_from_slice(&self.sack.to_be_bytes());
+        out[ACK_DELAY_AT..SACK_AT].copy_from_slice(&self.ack_delay_micros.to_be_bytes());
+        out[SACK_AT..SACK_END].copy_from_slice(&self.sack.to_be_bytes());
         out[SACK_END..SACK_END + 4].copy_from_slice(&self.message_id.to_be_bytes());
         out[SACK_END + 4..SACK_END + 6].copy_from_slice(&self.fragment_index.to_be_bytes());
         out[SACK_END + 6..HEADER_LEN].copy_from_slice(&self.fragment_count.to_be_bytes());
@@ -272,7 +288,8 @@ impl Header {
             connection_id: u32_at(4),
             packet_number: u32_at(8),
             ack: u32_at(12),
-            sack: Sack::from_be_bytes(head[16..SACK_END].try_into().expect("the bitmap")),
+            ack_delay_micros: u32_at(ACK_DELAY_AT),
+            sack: Sack::from_be_bytes(head[SACK_AT..SACK_END].try_into().expect("the bitmap")),
             message_id: u32_at(SACK_END),
             fragment_index: u16_at(SACK_END + 4),
             fragment_count: u16_at(SACK_END + 6),
@@ -310,6 +327,7 @@ mod tests {
             connection_id: 0xDEAD_BEEF,
             packet_number: 7,
             ack: 3,
+            ack_delay_micros: 0x0102_0304,
             sack: Sack::from(0b101),
             message_id: 2,
             fragment_index: 1,
@@ -324,7 +342,7 @@ mod tests {
         let mut out = Vec::new();
         header.encode(&mut out);
         let mut expected = vec![
-            b'R', b'D', 2, 2, 0xDE, 0xAD, 0xBE, 0xEF, 0, 0, 0, 7, 0, 0, 0, 3,
+            b'R', b'D', 3, 2, 0xDE, 0xAD, 0xBE, 0xEF, 0, 0, 0, 7, 0, 0, 0, 3, 1, 2, 3, 4,
         ];
         expected.push(0x80); // bit 255: packet ack + 256
         expected.extend([0; 30]);
@@ -356,24 +374,27 @@ mod tests {
     fn foreign_truncated_and_inconsistent_datagrams_are_refused() {
         let mut good = Vec::new();
         data_header().encode(&mut good);
-        assert_eq!(Header::decode(&good[..55]), Err(HeaderError::Truncated(55)));
+        assert_eq!(Header::decode(&good[..59]), Err(HeaderError::Truncated(59)));
         let mut bad = good.clone();
         bad[0] = b'X';
         assert_eq!(Header::decode(&bad), Err(HeaderError::BadMagic));
-        let mut bad = good.clone();
-        bad[2] = 1;
-        assert_eq!(Header::decode(&bad), Err(HeaderError::BadVersion(1)));
+        for old in [1, 2] {
+            let mut bad = good.clone();
+            bad[2] = old;
+            assert_eq!(Header::decode(&bad), Err(HeaderError::BadVersion(old)));
+            assert_eq!(Header::peek_connection_id(&bad), None);
+        }
         let mut bad = good.clone();
         bad[3] = 9;
         assert_eq!(Header::decode(&bad), Err(HeaderError::BadType(9)));
         let mut bad = good.clone();
-        bad[53] = 4; // index 4 of 4
+        bad[57] = 4; // index 4 of 4
         assert!(matches!(
             Header::decode(&bad),
             Err(HeaderError::Inconsistent(_))
         ));
         assert_eq!(Header::peek_connection_id(&good), Some(0xDEAD_BEEF));
-        assert_eq!(Header::peek_connection_id(&good[..55]), None);
+        assert_eq!(Header::peek_connection_id(&good[..59]), None);
         let mut ack = good.clone();
         ack[3] = PacketType::Ack.code();
         assert!(matches!(
@@ -390,13 +411,14 @@ mod tests {
     proptest! {
         #[test]
         fn headers_round_trip(
-            code in 1u8..=5, connection_id: u32, packet_number: u32, ack: u32, sack: [u64; 4],
+            code in 1u8..=5, connection_id: u32, packet_number: u32, ack: u32, ack_delay_micros: u32,
+            sack: [u64; 4],
             message_id: u32, count in 1u16.., index_seed: u16, payload in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
             let packet_type = PacketType::from_code(code).unwrap();
             let data = packet_type == PacketType::Data;
             let header = Header {
-                packet_type, connection_id, packet_number, ack, sack: Sack(sack),
+                packet_type, connection_id, packet_number, ack, ack_delay_micros, sack: Sack(sack),
                 message_id: if data { message_id } else { 0 },
                 fragment_index: if data { index_seed % count } else { 0 },
                 fragment_count: if data { count } else { 0 },

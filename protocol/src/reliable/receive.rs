@@ -166,6 +166,12 @@ impl Receiver {
         (self.next_expected as u32, self.early_bits)
     }
 
+    /// The number of the highest packet received so far (the highest the acks report).
+    pub fn largest_received(&self) -> Option<u64> {
+        let highest_early = self.early.last_key_value().map(|(&number, _)| number);
+        highest_early.or_else(|| self.next_expected.checked_sub(1))
+    }
+
     /// Takes a reliable packet; any in-order control packets it released go to `controls`.
     pub fn on_packet(
         &mut self,
@@ -333,6 +339,7 @@ mod tests {
             connection_id: 1,
             packet_number: number,
             ack: 0,
+            ack_delay_micros: 0,
             sack: Sack::EMPTY,
             message_id,
             fragment_index: index,

@@ -5,6 +5,11 @@
 //! kept between a floor and a cap. A timeout doubles the RTO (up to the cap) until the next
 //! sample. Samples come only from packets sent once (Karn's rule): the caller does not offer the
 //! others.
+//!
+//! A sample comes with the peer's ack delay, the time it held the ack since the packet arrived;
+//! the delay is taken out of the sample (as QUIC does), unless it is longer than the sample
+//! itself, which no honest peer reports: then the raw sample stands. A peer that lies low can at
+//! worst bring the RTO to its floor.
 
 use std::time::Duration;
 
@@ -33,8 +38,10 @@ impl RttEstimator {
         }
     }
 
-    /// Takes a round-trip sample from a packet sent exactly once.
-    pub fn on_sample(&mut self, rtt: Duration) {
+    /// Takes a round-trip sample from a packet sent exactly once, whose ack the peer held for
+    /// `ack_delay` before sending it.
+    pub fn on_sample(&mut self, raw: Duration, ack_delay: Duration) {
+        let rtt = raw.checked_sub(ack_delay).unwrap_or(raw);
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -84,11 +91,11 @@ mod tests {
     fn follows_rfc_6298() {
         let mut rtt = RttEstimator::new(ms(1000), ms(10), ms(60_000));
         assert_eq!(rtt.rto(), ms(1000));
-        rtt.on_sample(ms(100));
+        rtt.on_sample(ms(100), Duration::ZERO);
         assert_eq!(rtt.srtt(), Some(ms(100)));
         assert_eq!(rtt.rto(), ms(100 + 4 * 50));
         assert_eq!(rtt.expected_ack_within(), Some(ms(300)));
-        rtt.on_sample(ms(200));
+        rtt.on_sample(ms(200), Duration::ZERO);
         // RTTVAR = 3/4*50 + 1/4*100 = 62.5; SRTT = 87.5 + 25 = 112.5
         assert_eq!(rtt.srtt(), Some(Duration::from_micros(112_500)));
         assert_eq!(rtt.rto(), Duration::from_micros(112_500 + 250_000));
@@ -102,8 +109,22 @@ mod tests {
         rtt.on_timeout();
         rtt.on_timeout();
         assert_eq!(rtt.rto(), ms(300));
-        rtt.on_sample(Duration::from_micros(50));
+        rtt.on_sample(Duration::from_micros(50), Duration::ZERO);
         assert_eq!(rtt.rto(), ms(20), "the floor, suited to loopback");
         assert!(rtt.expected_ack_within() < Some(ms(2)), "no floor there");
+    }
+
+    #[test]
+    fn the_peers_ack_delay_is_taken_out_unless_it_exceeds_the_sample() {
+        let mut rtt = RttEstimator::new(ms(200), ms(1), ms(1000));
+        // The ack rode on a reply sent again 400 ms after the request arrived.
+        rtt.on_sample(ms(401), ms(400));
+        assert_eq!(rtt.srtt(), Some(ms(1)));
+        rtt.on_sample(ms(3), ms(5));
+        assert_eq!(
+            rtt.srtt(),
+            Some(Duration::from_micros(1_250)),
+            "an impossible delay is ignored: 7/8 x 1 + 1/8 x 3"
+        );
     }
 }

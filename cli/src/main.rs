@@ -5,6 +5,7 @@
 
 mod commands;
 mod logging;
+mod progress;
 mod prompt;
 mod signals;
 

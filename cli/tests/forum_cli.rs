@@ -1,6 +1,7 @@
 //! `cli forum serve` and `cli forum connect` as a user runs them: a whole session piped into the
-//! client over UDP and over TCP, the idle notice arriving while the client waits for input, and
-//! an admin's SHT stopping the server.
+//! client over UDP and over TCP, the idle notice arriving while the client waits for input, a
+//! server killed under a client, an admin's SHT stopping the server, and the forum's part of the
+//! demo.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -80,13 +81,13 @@ impl Drop for Server {
     }
 }
 
-/// Feeds `input` to a client and returns its exit code and stdout.
+/// Feeds `input` to a client and returns its exit code, stdout and stderr.
 fn session(
     server: &Server,
     transport: &str,
     folder: &std::path::Path,
     input: &str,
-) -> (i32, String) {
+) -> (i32, String, String) {
     let mut client = server.connect(transport, folder);
     client
         .stdin
@@ -98,6 +99,7 @@ fn session(
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
     )
 }
 
@@ -109,8 +111,9 @@ fn a_piped_session_runs_every_command_over_udp_and_tcp() {
         std::fs::write(folder.path().join("notes.txt"), b"lecture notes").unwrap();
         let input = "Yoda\njedi\nCRT 3331\nMSG 3331 Do or do not, there is no try\nLST\nFOO\nMSG 3331\n\
                      UPD 3331 notes.txt\nRDT 3331\nDWN 3331 missing.txt\nXIT\n";
-        let (code, out) = session(&server, transport, folder.path(), input);
+        let (code, out, err) = session(&server, transport, folder.path(), input);
         assert_eq!(code, 0, "{out}");
+        assert_eq!(err, "", "piped: no progress bar, no noise");
         assert_eq!(
             out,
             "Welcome to the forum, Yoda\nThread 3331 created\nMessage 1 posted to 3331 thread\n3331\n\
@@ -122,13 +125,14 @@ fn a_piped_session_runs_every_command_over_udp_and_tcp() {
         );
 
         let other = tempfile::tempdir().unwrap();
-        let (code, out) = session(
+        let (code, out, err) = session(
             &server,
             transport,
             other.path(),
             "Obi-wan\nkenobi\nDWN 3331 notes.txt\nXIT\n",
         );
         assert_eq!(code, 0, "{out}");
+        assert_eq!(err, "", "piped: no progress bar, no noise");
         assert!(out.contains("notes.txt successfully downloaded"), "{out}");
         assert_eq!(
             std::fs::read(other.path().join("notes.txt")).unwrap(),
@@ -160,11 +164,49 @@ fn an_idle_client_is_told_at_once_while_it_waits_for_input() {
     drop(stdin);
 }
 
+/// Logs a client in, kills the server with SIGKILL, sends LST; the client's stdout and exit code.
+fn session_with_a_vanishing_server(transport: &str) -> (String, Option<i32>) {
+    let mut server = Server::start(transport, &[]);
+    let folder = tempfile::tempdir().unwrap();
+    let mut client = server.connect(transport, folder.path());
+    let mut stdin = client.stdin.take().unwrap();
+    let mut stdout = BufReader::new(client.stdout.take().unwrap());
+    stdin.write_all(b"Yoda\njedi\n").unwrap();
+    let mut welcome = String::new();
+    stdout.read_line(&mut welcome).unwrap();
+    assert_eq!(welcome, "Welcome to the forum, Yoda\n");
+    server.child.kill().unwrap(); // SIGKILL: no goodbye to anyone
+    server.child.wait().unwrap();
+    stdin.write_all(b"LST\n").unwrap(); // stdin stays open: only the server's end can end this
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let status = client.wait().unwrap();
+    drop(stdin);
+    (rest, status.code())
+}
+
+#[test]
+fn a_client_whose_server_vanished_says_so_instead_of_hanging() {
+    // Over TCP the kernel resets the connection; over UDP nothing says so, and the reliable
+    // layer gives up after its retransmissions go unanswered (about 7 s with the defaults).
+    let udp = std::thread::spawn(|| session_with_a_vanishing_server("--udp"));
+    let tcp = session_with_a_vanishing_server("--tcp");
+    assert_eq!(tcp, ("the server closed the connection\n".into(), Some(1)));
+    let udp = udp.join().unwrap();
+    assert_eq!(
+        udp,
+        (
+            "lost the server: the peer stopped answering\n".into(),
+            Some(1)
+        )
+    );
+}
+
 #[test]
 fn an_admins_sht_tells_the_client_and_stops_the_server() {
     let server = Server::start("--tcp", &["--admin-password", "order66"]);
     let folder = tempfile::tempdir().unwrap();
-    let (code, out) = session(
+    let (code, out, _) = session(
         &server,
         "--tcp",
         folder.path(),
@@ -177,4 +219,36 @@ fn an_admins_sht_tells_the_client_and_stops_the_server() {
         "{out}"
     );
     assert!(server.wait(), "the server exits 0 by itself");
+}
+
+#[test]
+fn the_demo_runs_two_users_through_lossy_relays_and_shows_the_thread_file() {
+    let output = Command::new(CLI)
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let transcript = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{transcript}");
+    let forum = transcript
+        .split_once("== Forum (seed 001)")
+        .expect("a forum part")
+        .1;
+    let mut rest = forum;
+    for expected in [
+        "CRT 3331 from Yoda = b\"\\x04Yoda\\x03CRT\\x01\\x043331\"",
+        "-> user [\"Yoda is already logged in\"]",
+        "-> error [\"Thread 3331 exists\"]",
+        "-> error [\"The message belongs to another user and cannot be edited\"]",
+        "-> TCP-open, saved, identical",
+        "-> file-error [\"File missing.pdf does not exist in thread 3331\"]",
+        "-- the thread file data/threads/3331:\n   Yoda\n   1 Obi-wan: General Kenobi\n   \
+         2 Yoda: Do or do not, there is no try\n   Obi-wan uploaded lecture.pdf\n",
+        "server stopped, threads, uploads and accounts kept",
+    ] {
+        let at = rest
+            .find(expected)
+            .unwrap_or_else(|| panic!("missing {expected:?}, in order, in:\n{forum}"));
+        rest = &rest[at + expected.len()..];
+    }
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use protocol::forum::{Cmd, Envelope, ForumError};
-use protocol::reliable::Config as ReliableConfig;
-use server_kit::reliable_udp::ReliableConnection;
+use protocol::reliable::{Config as ReliableConfig, Stats};
+use server_kit::reliable_udp::{ConnectionEnded, ReliableConnection};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
@@ -44,6 +44,10 @@ pub enum ClientError {
     /// The server went away without a word.
     #[error("the server closed the connection")]
     Closed,
+    /// The server stopped answering (it vanished, or the path to it did): over UDP, where no
+    /// connection reset says so, the reliable layer's retransmissions went unanswered.
+    #[error("lost the server: {0}")]
+    Lost(ConnectionEnded),
     /// The server did not answer in time.
     #[error("the server did not answer within {0:?}")]
     Timeout(Duration),
@@ -84,6 +88,19 @@ impl Channel {
         match self {
             Channel::Tcp(channel) => channel.recv().await,
             Channel::Udp(channel) => channel.recv().await,
+        }
+    }
+
+    /// Why the channel ended, once it gave its last envelope.
+    fn end(&self) -> ClientError {
+        match self {
+            Channel::Udp(channel) => match channel.0.ended() {
+                Some(why @ (ConnectionEnded::PeerDead | ConnectionEnded::IdleTimeout)) => {
+                    ClientError::Lost(why)
+                }
+                _ => ClientError::Closed,
+            },
+            Channel::Tcp(_) => ClientError::Closed,
         }
     }
 
@@ -154,6 +171,14 @@ impl ForumClient {
         &self.user
     }
 
+    /// What the reliable-datagram layer did so far, for a session over UDP.
+    pub fn reliable_stats(&self) -> Option<Stats> {
+        match &self.channel {
+            Channel::Udp(channel) => Some(channel.0.stats()),
+            Channel::Tcp(_) => None,
+        }
+    }
+
     /// Remembers the username the session logged in as (envelopes carry it).
     pub fn set_user(&mut self, user: &str) {
         self.user = user.to_owned();
@@ -168,7 +193,7 @@ impl ForumClient {
             .await
             .map_err(|_| ClientError::Timeout(self.patience))??;
         match reply {
-            None => Err(ClientError::Closed),
+            None => Err(self.channel.end()),
             Some(reply) => as_reply(reply),
         }
     }
@@ -183,17 +208,18 @@ impl ForumClient {
                     ClientError::Protocol(format!("an unrequested {:?}", unexpected.cmd))
                 }
             },
-            Ok(None) => ClientError::Closed,
+            Ok(None) => self.channel.end(),
             Err(err) => err.into(),
         }
     }
 
     /// UPD: uploads the file at `path` to `title` under its own name; the server's verdict.
+    /// `progress` hears (bytes sent, file size) as the body goes.
     pub async fn upload(
         &mut self,
         title: &str,
         path: &Path,
-        progress: impl FnMut(u64),
+        progress: impl FnMut(u64, u64),
     ) -> Result<String, ClientError> {
         let name = path
             .file_name()
@@ -213,13 +239,13 @@ impl ForumClient {
     }
 
     /// DWN: downloads `file` of `title` into `folder` (atomically: a temporary name, renamed
-    /// once whole and checked); the saved path.
+    /// once whole and checked); the saved path. `progress` hears (bytes received, file size).
     pub async fn download(
         &mut self,
         title: &str,
         file: &str,
         folder: &Path,
-        progress: impl FnMut(u64),
+        progress: impl FnMut(u64, u64),
     ) -> Result<PathBuf, ClientError> {
         crate::names::check_file_name(file)
             .map_err(|err| ClientError::Transfer(err.to_string()))?;

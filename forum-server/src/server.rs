@@ -152,6 +152,8 @@ async fn serve(mut channel: impl EnvelopeChannel, peer: String, shared: Arc<Shar
     info!(%peer, "client connected");
     let mut session = Session::new(Arc::clone(&shared.config.forum));
     let mut stop = shared.stop.subscribe();
+    // Who the session was, for the last log line (XIT logs the session out).
+    let mut user = None;
     let ending = loop {
         let next = tokio::select! {
             reason = stop.wait_for(Option::is_some) => {
@@ -190,7 +192,11 @@ async fn serve(mut channel: impl EnvelopeChannel, peer: String, shared: Arc<Shar
                 break Ending::Client;
             }
         };
-        match respond(&mut channel, &mut session, envelope, &shared).await {
+        let going_on = respond(&mut channel, &mut session, envelope, &shared).await;
+        if user.is_none() {
+            user = session.user().map(str::to_owned);
+        }
+        match going_on {
             Ok(true) => {}
             Ok(false) | Err(_) => break Ending::Client,
         }
@@ -199,7 +205,7 @@ async fn serve(mut channel: impl EnvelopeChannel, peer: String, shared: Arc<Shar
         let _ = timeout(Duration::from_secs(2), channel.send(&notice)).await;
     }
     let _ = timeout(Duration::from_secs(2), channel.close()).await;
-    info!(%peer, user = session.user().unwrap_or("-"), "client disconnected");
+    info!(%peer, user = user.as_deref().unwrap_or("-"), "client disconnected");
 }
 
 /// Answers one envelope; whether the session goes on.

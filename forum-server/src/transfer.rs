@@ -184,7 +184,7 @@ impl TransferHub {
                     .await
             }
             Transfer::Download { title, file, path } => {
-                let sent = send_file(&mut stream, &path, patience, |_| {}).await;
+                let sent = send_file(&mut stream, &path, patience, |_, _| {}).await;
                 sent.map(|size| {
                     format!(
                         "{} downloaded {file} from {title} ({size} bytes)",
@@ -219,7 +219,7 @@ impl TransferHub {
             &staged,
             self.config.max_upload,
             self.config.io_timeout,
-            |_| {},
+            |_, _| {},
         )
         .await;
         let verdict = match received {
@@ -263,13 +263,14 @@ impl TransferHub {
 }
 
 /// Reads `size`, the body and its digest from `stream` into a new file at `path` (synced);
-/// the body's size. Errors say what was wrong; the caller deletes `path`.
+/// the body's size. `progress` hears (bytes so far, size) after each read. Errors say what was
+/// wrong; the caller deletes `path`.
 pub async fn receive_body(
     stream: &mut (impl AsyncRead + Unpin),
     path: &Path,
     max_size: u64,
     patience: Duration,
-    mut progress: impl FnMut(u64),
+    mut progress: impl FnMut(u64, u64),
 ) -> io::Result<u64> {
     let size = timed(patience, stream.read_u64()).await?;
     if size > max_size {
@@ -290,7 +291,7 @@ pub async fn receive_body(
         hasher.update(&buf[..n]);
         out.write_all(&buf[..n]).await?;
         left -= n as u64;
-        progress(size - left);
+        progress(size - left, size);
     }
     let mut digest = [0; DIGEST_LEN];
     timed(patience, stream.read_exact(&mut digest)).await?;
@@ -302,11 +303,12 @@ pub async fn receive_body(
 }
 
 /// Writes the size, the body of the file at `path` and its digest to `stream`; the size.
+/// `progress` hears (bytes so far, size) after each write.
 pub async fn send_file(
     stream: &mut (impl AsyncWrite + Unpin),
     path: &Path,
     patience: Duration,
-    mut progress: impl FnMut(u64),
+    mut progress: impl FnMut(u64, u64),
 ) -> io::Result<u64> {
     let mut input = File::open(path).await?;
     let size = input.metadata().await?.len();
@@ -325,7 +327,7 @@ pub async fn send_file(
         hasher.update(&buf[..n]);
         timed(patience, stream.write_all(&buf[..n])).await?;
         sent += n as u64;
-        progress(sent);
+        progress(sent, size);
     }
     timed(patience, stream.write_all(&hasher.finalize())).await?;
     timed(patience, stream.flush()).await?;
@@ -391,7 +393,7 @@ mod tests {
         let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
         std::fs::write(&source, &body).unwrap();
         let mut wire = Vec::new();
-        let sent = send_file(&mut wire, &source, Duration::from_secs(5), |_| {})
+        let sent = send_file(&mut wire, &source, Duration::from_secs(5), |_, _| {})
             .await
             .unwrap();
         assert_eq!(sent, body.len() as u64);
@@ -399,7 +401,14 @@ mod tests {
 
         let copy = dir.path().join("copy.bin");
         let receive = async |wire: &[u8], limit: u64| {
-            receive_body(&mut &wire[..], &copy, limit, Duration::from_secs(5), |_| {}).await
+            receive_body(
+                &mut &wire[..],
+                &copy,
+                limit,
+                Duration::from_secs(5),
+                |_, _| {},
+            )
+            .await
         };
         assert_eq!(receive(&wire, 1 << 20).await.unwrap(), body.len() as u64);
         assert_eq!(std::fs::read(&copy).unwrap(), body);

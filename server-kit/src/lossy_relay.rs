@@ -1,10 +1,10 @@
-//! A UDP relay that drops a share of the datagrams it forwards, in both directions, chosen by a
-//! seeded PRNG: a lossy network on loopback, for tests and benchmarks of [`crate::reliable_udp`]
-//! over real sockets.
+//! A UDP relay that drops a share of the datagrams it forwards, in both directions, and sends a
+//! share of the rest twice, chosen by a seeded PRNG: a lossy, duplicating network on loopback,
+//! for tests and benchmarks of [`crate::reliable_udp`] over real sockets.
 //!
 //! The relay has one socket. A datagram from the server goes to the client (the last address,
 //! other than the server, that sent something); any other datagram goes to the server. One
-//! client at a time, then, which is all a test or benchmark needs.
+//! client per relay, then: a test with several clients starts a relay for each.
 //!
 //! So as not to be the bottleneck of a benchmark, the relay reads and writes in batches as the
 //! reliable-datagram driver does (`recvmmsg` and GRO, then GSO through `quinn-udp`): each
@@ -42,11 +42,31 @@ const SLOT: usize = 64 * 1024;
 /// The most bytes one GSO send carries.
 const MAX_BATCH_BYTES: usize = 65_000;
 
+/// What the relay does to the datagrams it forwards, each choice made per datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Impairment {
+    /// Probability (0.0 to 1.0) that a datagram is dropped.
+    pub loss: f64,
+    /// Probability (0.0 to 1.0) that a datagram not dropped is sent twice.
+    pub duplication: f64,
+}
+
+impl Impairment {
+    /// Drops with probability `loss`, duplicates nothing.
+    pub fn loss(loss: f64) -> Impairment {
+        Impairment {
+            loss,
+            duplication: 0.0,
+        }
+    }
+}
+
 /// What the relay did so far.
 #[derive(Debug, Default)]
 struct Counters {
     forwarded: AtomicU64,
     dropped: AtomicU64,
+    duplicated: AtomicU64,
 }
 
 /// A running relay; dropping it stops the relay.
@@ -62,6 +82,16 @@ impl LossyRelay {
     /// unspecified address) that drops each datagram with probability `loss` (0.0 to 1.0), the
     /// choices drawn from a PRNG seeded with `seed`.
     pub async fn start(server: SocketAddr, loss: f64, seed: u64) -> io::Result<LossyRelay> {
+        LossyRelay::start_with(server, Impairment::loss(loss), seed).await
+    }
+
+    /// Starts a relay to `server`, as [`LossyRelay::start`] does, that impairs the datagrams it
+    /// forwards as `impairment` says.
+    pub async fn start_with(
+        server: SocketAddr,
+        impairment: Impairment,
+        seed: u64,
+    ) -> io::Result<LossyRelay> {
         let ip = match server.ip() {
             ip if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             ip => ip,
@@ -76,7 +106,8 @@ impl LossyRelay {
             state,
             server,
             client: None,
-            loss: loss.clamp(0.0, 1.0),
+            loss: impairment.loss.clamp(0.0, 1.0),
+            duplication: impairment.duplication.clamp(0.0, 1.0),
             rng: SmallRng::seed_from_u64(seed),
             counters: Arc::clone(&counters),
             batch: Batch::default(),
@@ -103,6 +134,12 @@ impl LossyRelay {
     pub fn dropped(&self) -> u64 {
         self.counters.dropped.load(Ordering::Relaxed)
     }
+
+    /// Datagrams sent twice on purpose so far (each counted once here, twice in
+    /// [`LossyRelay::forwarded`]).
+    pub fn duplicated(&self) -> u64 {
+        self.counters.duplicated.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for LossyRelay {
@@ -118,6 +155,7 @@ struct Relay {
     server: SocketAddr,
     client: Option<SocketAddr>,
     loss: f64,
+    duplication: f64,
     rng: SmallRng,
     counters: Arc<Counters>,
     /// Datagrams kept, waiting to go out together.
@@ -172,7 +210,7 @@ impl Relay {
         }
     }
 
-    /// Drops `datagram` or queues it for the other side.
+    /// Drops `datagram` or queues it, once or twice, for the other side.
     async fn forward(&mut self, datagram: &[u8], from: SocketAddr) {
         let to = if from == self.server {
             self.client
@@ -187,6 +225,15 @@ impl Relay {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        self.queue(datagram, to).await;
+        if self.rng.random_bool(self.duplication) {
+            self.counters.duplicated.fetch_add(1, Ordering::Relaxed);
+            self.queue(datagram, to).await;
+        }
+    }
+
+    /// Adds `datagram` to the batch for `to`, sending the batch first if it cannot join.
+    async fn queue(&mut self, datagram: &[u8], to: SocketAddr) {
         let batch = &self.batch;
         let joins = batch.to == Some(to)
             && !batch.closed
@@ -217,5 +264,77 @@ impl Relay {
         }
         self.batch.contents.clear();
         self.batch.closed = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::timeout;
+
+    use super::*;
+
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    async fn receive(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buffer = vec![0; SLOT];
+        let (len, from) = timeout(PATIENCE, socket.recv_from(&mut buffer))
+            .await
+            .expect("a datagram in time")
+            .unwrap();
+        buffer.truncate(len);
+        (buffer, from)
+    }
+
+    #[tokio::test]
+    async fn duplication_sends_each_kept_datagram_twice_both_ways() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let impairment = Impairment {
+            loss: 0.0,
+            duplication: 1.0,
+        };
+        let relay = LossyRelay::start_with(server.local_addr().unwrap(), impairment, 1)
+            .await
+            .unwrap();
+        for i in 0..3u8 {
+            client.send_to(&[i; 10], relay.local_addr()).await.unwrap();
+            for _ in 0..2 {
+                let (datagram, from) = receive(&server).await;
+                assert_eq!(datagram, [i; 10]);
+                assert_eq!(from, relay.local_addr());
+            }
+        }
+        server.send_to(b"back", relay.local_addr()).await.unwrap();
+        assert_eq!(receive(&client).await.0, b"back");
+        assert_eq!(receive(&client).await.0, b"back");
+        // The relay counts a send once the system call returns, maybe after the receiver woke.
+        let counted = async {
+            while relay.forwarded() < 8 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        timeout(PATIENCE, counted).await.unwrap();
+        assert_eq!(
+            (relay.forwarded(), relay.duplicated(), relay.dropped()),
+            (8, 4, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn full_loss_forwards_nothing_and_counts_every_drop() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let relay = LossyRelay::start(server.local_addr().unwrap(), 1.0, 1)
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            client.send_to(b"lost", relay.local_addr()).await.unwrap();
+        }
+        let mut buffer = [0; 16];
+        let nothing = timeout(Duration::from_millis(200), server.recv_from(&mut buffer)).await;
+        assert!(nothing.is_err(), "a datagram got through");
+        assert_eq!((relay.forwarded(), relay.dropped()), (0, 5));
     }
 }

@@ -1,6 +1,7 @@
-//! The forum (seed 001) over real sockets, over TCP and over UDP (also through a lossy relay):
-//! two users' sessions, ownership checks, a 2 MB upload and download over the side channel, the
-//! thread file's exact content, double log-in, the idle timeout, garbage datagrams.
+//! The forum (seed 001) over real sockets, over TCP and over UDP (also through relays that drop
+//! and duplicate datagrams): two users' concurrent sessions, ownership checks, a 2 MB upload and
+//! download over the side channel, the thread files' exact content, double log-in, the idle
+//! timeout, garbage datagrams.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use forum_server::transfer::{read_status, receive_body, send_file, token_from_he
 use integration_tests::PATIENCE;
 use protocol::forum::Envelope;
 use protocol::reliable::Config as ReliableConfig;
-use server_kit::lossy_relay::LossyRelay;
+use server_kit::lossy_relay::{Impairment, LossyRelay};
 use server_kit::reliable_udp::ReliableConnection;
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
@@ -26,15 +27,21 @@ use tokio::time::timeout;
 enum Kind {
     Tcp,
     Udp,
-    /// UDP through a relay dropping 20% of datagrams both ways.
+    /// UDP through relays (one per client) dropping 20% of datagrams both ways and
+    /// duplicating 5% of the rest.
     LossyUdp,
 }
+
+/// What the relays of [`Kind::LossyUdp`] do.
+const IMPAIRMENT: Impairment = Impairment {
+    loss: 0.2,
+    duplication: 0.05,
+};
 
 struct ForumServer {
     dir: TempDir,
     addr: SocketAddr,
     kind: Kind,
-    relay: Option<LossyRelay>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -61,10 +68,6 @@ impl ForumServer {
                 (Transport::Udp(socket), addr)
             }
         };
-        let relay = match kind {
-            Kind::LossyUdp => Some(LossyRelay::start(addr, 0.2, 7).await.unwrap()),
-            _ => None,
-        };
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(transport, transfers, config, async {
             let _ = stopped.await;
@@ -73,22 +76,26 @@ impl ForumServer {
             dir,
             addr,
             kind,
-            relay,
             stop: Some(stop),
             task,
         }
     }
 
     async fn client(&self) -> Client {
+        let relay = match self.kind {
+            Kind::LossyUdp => Some(
+                LossyRelay::start_with(self.addr, IMPAIRMENT, next_seed())
+                    .await
+                    .unwrap(),
+            ),
+            _ => None,
+        };
         let channel: Box<dyn Channel> = match self.kind {
             Kind::Tcp => Box::new(TcpChannel::new(
                 TcpStream::connect(self.addr).await.unwrap(),
             )),
             Kind::Udp | Kind::LossyUdp => {
-                let target = self
-                    .relay
-                    .as_ref()
-                    .map_or(self.addr, LossyRelay::local_addr);
+                let target = relay.as_ref().map_or(self.addr, LossyRelay::local_addr);
                 let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
                 let connection = ReliableConnection::connect(socket, target, reliable_config())
                     .await
@@ -99,6 +106,7 @@ impl ForumServer {
         Client {
             channel,
             user: String::new(),
+            relay,
         }
     }
 
@@ -111,6 +119,12 @@ impl ForumServer {
             .unwrap();
         self.dir
     }
+}
+
+/// A fresh seed for each relay, so that runs repeat but clients' relays differ.
+fn next_seed() -> u64 {
+    static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(7);
+    SEED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn reliable_config() -> ReliableConfig {
@@ -157,6 +171,8 @@ impl<C: EnvelopeChannel> Channel for C {
 struct Client {
     channel: Box<dyn Channel>,
     user: String,
+    /// This client's own relay, for [`Kind::LossyUdp`].
+    relay: Option<LossyRelay>,
 }
 
 impl Client {
@@ -185,7 +201,9 @@ async fn upload(
     let (cmd, args) = client.say("UPD", &[title, name]).await;
     assert_eq!(cmd, "TCP-open", "{args:?}");
     let mut side = side_channel(server, &args).await;
-    send_file(&mut side, path, PATIENCE, |_| {}).await.unwrap();
+    send_file(&mut side, path, PATIENCE, |_, _| {})
+        .await
+        .unwrap();
     read_status(&mut side, PATIENCE).await.unwrap()
 }
 
@@ -225,21 +243,35 @@ async fn two_users_session(kind: Kind) {
     assert_eq!(yoda.say("DLT", &["3331", "3"]).await.0, "no-msg");
     assert_eq!(yoda.say("LST", &[]).await.1, ["3331"]);
 
+    // Obi-wan uploads 2 MB while Yoda works on a thread of his own.
     let dir = tempfile::tempdir().unwrap();
     let body: Vec<u8> = (0..2_000_000u32).map(|i| (i ^ (i >> 8)) as u8).collect();
     let source = dir.path().join("big.bin");
     std::fs::write(&source, &body).unwrap();
-    assert_eq!(
-        upload(&server, &mut obi, "3331", &source).await.unwrap(),
-        "big.bin uploaded to 3331 thread"
-    );
+    let (uploaded, ()) = tokio::join!(upload(&server, &mut obi, "3331", &source), async {
+        assert_eq!(yoda.say("CRT", &["dagobah"]).await.0, "done");
+        for text in ["Mudhole?", "Slimy?", "My home this is!"] {
+            assert_eq!(yoda.say("MSG", &["dagobah", text]).await.0, "done");
+        }
+        assert_eq!(yoda.say("DLT", &["dagobah", "2"]).await.0, "done");
+        assert_eq!(
+            yoda.say("LST", &[]).await.1,
+            ["3331", "dagobah"],
+            "listed in order"
+        );
+    });
+    assert_eq!(uploaded.unwrap(), "big.bin uploaded to 3331 thread");
     assert_eq!(obi.say("UPD", &["3331", "big.bin"]).await.0, "file-error");
+    assert_eq!(
+        obi.say("DLT", &["dagobah", "1"]).await.1,
+        ["The message belongs to another user and cannot be deleted"]
+    );
 
     let (cmd, args) = yoda.say("DWN", &["3331", "big.bin"]).await;
     assert_eq!(cmd, "TCP-open");
     let mut side = side_channel(&server, &args).await;
     let copy = dir.path().join("copy.bin");
-    receive_body(&mut side, &copy, u64::MAX, PATIENCE, |_| {})
+    receive_body(&mut side, &copy, u64::MAX, PATIENCE, |_, _| {})
         .await
         .unwrap();
     assert!(
@@ -262,13 +294,26 @@ async fn two_users_session(kind: Kind) {
         file,
         "Yoda\n1 Obi-wan: General Kenobi\n2 Yoda: Do or do not\nObi-wan uploaded big.bin\n"
     );
+    let file = std::fs::read_to_string(server.dir.path().join("threads/dagobah")).unwrap();
+    assert_eq!(file, "Yoda\n1 Yoda: Mudhole?\n2 Yoda: My home this is!\n");
     assert_eq!(obi.say("RMV", &["3331"]).await.0, "error");
+    assert_eq!(yoda.say("RMV", &["dagobah"]).await.0, "done");
+    assert!(!server.dir.path().join("threads/dagobah").exists());
     assert_eq!(yoda.say("XIT", &[]).await.0, "done");
     assert_eq!(
         again.say("user", &["Yoda"]).await.0,
         "pw",
         "free again after XIT"
     );
+    if kind == Kind::LossyUdp {
+        let relays: Vec<&LossyRelay> = [&yoda, &obi, &again]
+            .iter()
+            .map(|client| client.relay.as_ref().unwrap())
+            .collect();
+        let dropped: u64 = relays.iter().map(|relay| relay.dropped()).sum();
+        let duplicated: u64 = relays.iter().map(|relay| relay.duplicated()).sum();
+        assert!(dropped > 0 && duplicated > 0, "{relays:?}");
+    }
     drop((yoda, obi, again));
     server.stop().await;
 }
@@ -284,7 +329,7 @@ async fn two_users_over_udp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_users_over_udp_through_a_relay_dropping_a_fifth() {
+async fn two_users_over_udp_through_relays_dropping_a_fifth_and_duplicating() {
     two_users_session(Kind::LossyUdp).await;
 }
 
@@ -392,27 +437,31 @@ async fn the_client_library_logs_in_transfers_and_hears_the_idle_notice() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("report.pdf");
         std::fs::write(&source, vec![7u8; 300_000]).unwrap();
-        let mut seen = 0;
+        let mut seen = (0, 0);
         let verdict = client
-            .upload("3331", &source, |sent| seen = sent)
+            .upload("3331", &source, |sent, size| seen = (sent, size))
             .await
             .unwrap();
         assert_eq!(verdict, "report.pdf uploaded to 3331 thread");
-        assert_eq!(seen, 300_000, "progress reported to the end");
-        let refused = client.upload("9999", &source, |_| {}).await.unwrap_err();
+        assert_eq!(seen, (300_000, 300_000), "progress reported to the end");
+        let refused = client.upload("9999", &source, |_, _| {}).await.unwrap_err();
         assert!(
             matches!(&refused, ClientError::Refused { status, .. } if status == "no-thread"),
             "{refused}"
         );
 
         let out = tempfile::tempdir().unwrap();
+        let mut seen = (0, 0);
         let saved = client
-            .download("3331", "report.pdf", out.path(), |_| {})
+            .download("3331", "report.pdf", out.path(), |got, size| {
+                seen = (got, size)
+            })
             .await
             .unwrap();
         assert_eq!(std::fs::read(saved).unwrap(), vec![7u8; 300_000]);
+        assert_eq!(seen, (300_000, 300_000), "progress reported to the end");
         let missing = client
-            .download("3331", "nope.pdf", out.path(), |_| {})
+            .download("3331", "nope.pdf", out.path(), |_, _| {})
             .await
             .unwrap_err();
         assert_eq!(

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::{runtime, status_line};
 use crate::logging;
+use crate::progress::TransferBar;
 use crate::signals::StopSignals;
 
 /// The forum's subcommands.
@@ -268,8 +269,8 @@ async fn commands(client: &mut ForumClient, console: &mut Console) -> anyhow::Re
         match run_command(client, cmd, &args).await {
             Ok(true) => {}
             Ok(false) => return Ok(ExitCode::SUCCESS),
-            Err(ClientError::Ended(reason)) => {
-                println!("{reason}");
+            Err(ended @ (ClientError::Ended(_) | ClientError::Closed | ClientError::Lost(_))) => {
+                println!("{ended}");
                 return Ok(ExitCode::from(1));
             }
             Err(ClientError::Refused { reason, .. }) => println!("{reason}"),
@@ -337,11 +338,21 @@ async fn run_command(
     let here = Path::new(".");
     match cmd {
         Cmd::Upd => {
-            let verdict = client.upload(&args[0], Path::new(&args[1]), |_| {}).await?;
+            let mut bar = TransferBar::new(&format!("uploading {}", args[1]));
+            let verdict = client
+                .upload(&args[0], Path::new(&args[1]), |sent, size| {
+                    bar.update(sent, size)
+                })
+                .await?;
+            drop(bar);
             println!("{verdict}");
         }
         Cmd::Dwn => {
-            let saved = client.download(&args[0], &args[1], here, |_| {}).await?;
+            let mut bar = TransferBar::new(&format!("downloading {}", args[1]));
+            let saved = client
+                .download(&args[0], &args[1], here, |got, size| bar.update(got, size))
+                .await?;
+            drop(bar);
             println!(
                 "{} successfully downloaded",
                 saved

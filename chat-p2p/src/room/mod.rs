@@ -1,0 +1,1 @@
+//! The chat room (seed 003): under construction.

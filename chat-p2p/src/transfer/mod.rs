@@ -1,0 +1,1 @@
+//! The TCP-versus-UDP file transfer (seed 003, task 3): under construction.

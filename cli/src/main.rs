@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 use commands::addressbook::AddressbookCommand;
 use commands::bench::BenchCommand;
+use commands::chat::ChatCommand;
 use commands::forum::ForumCommand;
 use commands::record::RecordCommand;
 use commands::record_server::RecordServerArgs;
@@ -51,6 +52,10 @@ enum Command {
     /// Address book (seed 002): e-mail to name lookup over TCP with a `!cb` Q/R header.
     #[command(subcommand)]
     Addressbook(AddressbookCommand),
+    /// Chat (seeds 003, 004): the 10-byte-header chat room and the TCP-versus-UDP file
+    /// transfer.
+    #[command(subcommand)]
+    Chat(ChatCommand),
     /// Run every system on loopback, show what crosses the wire, stop, and exit 0.
     Demo,
     /// Measure throughput over loopback and print a table.
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
         Command::Record(command) => commands::record::run(command),
         Command::Forum(command) => commands::forum::run(command),
         Command::Addressbook(command) => commands::addressbook::run(command),
+        Command::Chat(command) => commands::chat::run(command),
         Command::Demo => commands::demo::run(),
         Command::Bench(command) => commands::bench::run(command),
     };

@@ -60,3 +60,19 @@ impl Prompter {
         Ok(answer.unwrap_or(false))
     }
 }
+
+/// Lines from stdin, read on a thread of their own so that a session can hear its server while
+/// the user types; bounded, so a fast pipe waits for the session. The channel closes at the end
+/// of the input.
+pub fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (lines, receiver) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}

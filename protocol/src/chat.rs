@@ -235,35 +235,113 @@ impl Decoder for ChatCodec {
     type Error = ChatError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, ChatError> {
-        let Some(header) = src.first_chunk::<HEADER_LEN>() else {
-            src.reserve(HEADER_LEN - src.len());
+        let Some(frame_len) = complete_frame_len(src, self.max_payload)? else {
             return Ok(None);
         };
-        let len = parse_header(header, self.max_payload)?;
-        let frame_len = HEADER_LEN + len;
-        if src.len() < frame_len {
-            src.reserve(frame_len - src.len());
-            return Ok(None);
-        }
         src.advance(HEADER_LEN);
-        Ok(Some(src.split_to(len).freeze()))
+        Ok(Some(src.split_to(frame_len - HEADER_LEN).freeze()))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, ChatError> {
-        if let Some(payload) = self.decode(src)? {
-            return Ok(Some(payload));
+        match self.decode(src)? {
+            Some(payload) => Ok(Some(payload)),
+            None => end_of_stream(src, self.max_payload).map(|()| None),
         }
-        if src.is_empty() {
+    }
+}
+
+/// The length of the frame at the start of `src`, header included, once all of it is there;
+/// `None` (with room reserved for the rest) until then.
+fn complete_frame_len(src: &mut BytesMut, max_payload: usize) -> Result<Option<usize>, ChatError> {
+    let Some(header) = src.first_chunk::<HEADER_LEN>() else {
+        src.reserve(HEADER_LEN - src.len());
+        return Ok(None);
+    };
+    let frame_len = HEADER_LEN + parse_header(header, max_payload)?;
+    if src.len() < frame_len {
+        src.reserve(frame_len - src.len());
+        return Ok(None);
+    }
+    Ok(Some(frame_len))
+}
+
+/// At the end of the stream, with no complete frame left in `src`: fine if nothing is left,
+/// [`ChatError::Truncated`] if part of a frame is.
+fn end_of_stream(src: &BytesMut, max_payload: usize) -> Result<(), ChatError> {
+    if src.is_empty() {
+        return Ok(());
+    }
+    let needed = match src.first_chunk::<HEADER_LEN>() {
+        Some(header) => HEADER_LEN + parse_header(header, max_payload)?,
+        None => HEADER_LEN,
+    };
+    Err(ChatError::Truncated {
+        buffered: src.len(),
+        needed,
+    })
+}
+
+/// One frame exactly as it arrived, its header's bytes included: what the room relays, since the
+/// seed's server passes on the sender's own headers rather than writing new ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatFrame(Bytes);
+
+impl ChatFrame {
+    /// The 10 header bytes as received.
+    pub fn header(&self) -> &[u8] {
+        &self.0[..HEADER_LEN]
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.0[HEADER_LEN..]
+    }
+
+    /// Header and payload, as received.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// A frame with a canonical header (`f"{len:<10}"`) around `payload`.
+    pub fn new(payload: &[u8]) -> Result<ChatFrame, ChatError> {
+        let header = encode_header(payload.len())?;
+        let mut bytes = BytesMut::with_capacity(HEADER_LEN + payload.len());
+        bytes.put_slice(&header);
+        bytes.put_slice(payload);
+        Ok(ChatFrame(bytes.freeze()))
+    }
+}
+
+/// The decoder of whole frames ([`ChatFrame`]), headers kept as received; bounded like
+/// [`ChatCodec`], whose header rules it shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatFrameCodec {
+    max_payload: usize,
+}
+
+impl ChatFrameCodec {
+    /// A decoder of frames with payloads of at most `max_payload` bytes.
+    pub fn new(max_payload: usize) -> Self {
+        Self { max_payload }
+    }
+}
+
+impl Decoder for ChatFrameCodec {
+    type Item = ChatFrame;
+    type Error = ChatError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<ChatFrame>, ChatError> {
+        let Some(frame_len) = complete_frame_len(src, self.max_payload)? else {
             return Ok(None);
-        }
-        let needed = match src.first_chunk::<HEADER_LEN>() {
-            Some(header) => HEADER_LEN + parse_header(header, self.max_payload)?,
-            None => HEADER_LEN,
         };
-        Err(ChatError::Truncated {
-            buffered: src.len(),
-            needed,
-        })
+        Ok(Some(ChatFrame(src.split_to(frame_len).freeze())))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<ChatFrame>, ChatError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None => end_of_stream(src, self.max_payload).map(|()| None),
+        }
     }
 }
 
@@ -516,5 +594,51 @@ mod tests {
             let header = encode_header(len).expect("at most 10 digits");
             prop_assert_eq!(parse_header(&header, usize::MAX).ok(), Some(len));
         }
+    }
+
+    #[test]
+    fn frames_keep_the_senders_header_bytes() {
+        // A header the seed's server accepts but would not write: relayed as it came.
+        let wire = b"  5       alice0         3         n\xc3\xa9";
+        let frames = decode_frames(wire);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(frames[0].header(), b"  5       ");
+        assert_eq!(frames[0].payload(), b"alice");
+        assert_eq!(frames[1].payload(), b"");
+        assert_eq!(frames[2].as_bytes().as_ref(), b"3         n\xc3\xa9");
+        assert_eq!(
+            ChatFrame::new(b"alice").unwrap().as_bytes().as_ref(),
+            b"5         alice"
+        );
+    }
+
+    #[test]
+    fn frames_decode_at_every_split_and_are_bounded() {
+        let wire = b"5         alice11        hello there";
+        let expected = decode_frames(wire);
+        testing::assert_decodes_at_every_split(|| ChatFrameCodec::new(64), wire, &expected);
+        let mut codec = ChatFrameCodec::new(4);
+        let mut over = BytesMut::from(&b"5         alice"[..]);
+        assert!(matches!(
+            codec.decode(&mut over),
+            Err(ChatError::LengthOverLimit { len: 5, max: 4, .. })
+        ));
+        let mut garbage = BytesMut::from(&b"hello worl"[..]);
+        assert!(matches!(
+            ChatFrameCodec::new(64).decode(&mut garbage),
+            Err(ChatError::BadHeader { .. })
+        ));
+        let mut cut = BytesMut::from(&b"5         ali"[..]);
+        assert!(matches!(
+            ChatFrameCodec::new(64).decode_eof(&mut cut),
+            Err(ChatError::Truncated {
+                buffered: 13,
+                needed: 15
+            })
+        ));
+    }
+
+    fn decode_frames(wire: &[u8]) -> Vec<ChatFrame> {
+        testing::decode_chunked(ChatFrameCodec::new(64), wire, &[wire.len()]).unwrap()
     }
 }

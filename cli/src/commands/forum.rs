@@ -1,7 +1,7 @@
 //! `cli forum serve` and `cli forum connect`: the forum of seed 001 over UDP (the default, on the
 //! reliable-datagram layer) or TCP.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use super::{runtime, status_line};
 use crate::logging;
 use crate::progress::TransferBar;
+use crate::prompt::stdin_lines;
 use crate::signals::StopSignals;
 
 /// The forum's subcommands.
@@ -145,21 +146,6 @@ async fn serve(args: ServeArgs, forum: Forum) -> anyhow::Result<ExitCode> {
     forum_server::server::run(transport, transfers, config, signals.shutdown()).await?;
     status_line("Forum server stopped.");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Lines from stdin, read on a thread of their own so that the session can hear the server
-/// while the user types; bounded, so a fast pipe waits for the session.
-fn stdin_lines() -> mpsc::Receiver<String> {
-    let (lines, receiver) = mpsc::channel(4);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if lines.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
-    receiver
 }
 
 /// The console side of a session: prompts on a terminal only, the next line or the server's end.

@@ -2,6 +2,7 @@
 
 pub mod addressbook;
 pub mod bench;
+pub mod chat;
 pub mod demo;
 pub mod forum;
 pub mod record;

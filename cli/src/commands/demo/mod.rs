@@ -1,6 +1,7 @@
 //! `cli demo`: each system started on a free loopback port, exercised, shown and stopped.
 
 mod addressbook;
+mod chat;
 mod forum;
 mod record;
 
@@ -25,6 +26,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
     runtime.block_on(addressbook::demo())?;
     println!();
     runtime.block_on(forum::demo())?;
+    println!();
+    runtime.block_on(chat::demo())?;
     Ok(ExitCode::SUCCESS)
 }
 

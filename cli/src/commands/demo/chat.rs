@@ -1,0 +1,143 @@
+//! The chat room's part of the demo: three clients speaking the seed's raw bytes, what the room
+//! relays, a taken username, a bad header closing one client only, and the client library.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, bail};
+use chat_p2p::room::{self, RoomConfig};
+use protocol::chat::HEADER_LEN;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+
+use super::{STEP_TIMEOUT, show};
+
+/// The seed's framing: `f"{len(payload):<10}"` then the payload.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut bytes = format!("{:<10}", payload.len()).into_bytes();
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// One relayed message, as raw bytes: two frames, each read by its header.
+async fn read_message(stream: &mut TcpStream) -> anyhow::Result<Vec<u8>> {
+    let mut message = Vec::new();
+    for _ in 0..2 {
+        let mut header = [0; 10];
+        stream.read_exact(&mut header).await?;
+        let len: usize = std::str::from_utf8(&header)?.trim().parse()?;
+        let mut payload = vec![0; len];
+        stream.read_exact(&mut payload).await?;
+        message.extend_from_slice(&header);
+        message.extend(payload);
+    }
+    Ok(message)
+}
+
+/// A raw client that sent its username frame.
+async fn raw_client(addr: SocketAddr, name: &str) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.write_all(&frame(name.as_bytes())).await?;
+    Ok(stream)
+}
+
+/// Starts a room with announcements, runs the clients, stops it.
+pub(super) async fn demo() -> anyhow::Result<()> {
+    println!(
+        "== Chat room (seed 003): a 10-byte length header, every message relayed to the others =="
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    println!("room listening on {addr}, joins and leaves announced by `server`");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let config = RoomConfig {
+        announce: true,
+        ..RoomConfig::default()
+    };
+    let server = tokio::spawn(room::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+
+    println!("-- three clients join, as raw bytes:");
+    let mut alice = raw_client(addr, "alice").await?;
+    let mut bob = raw_client(addr, "bob").await?;
+    println!(
+        "   alice sends {}, bob {}",
+        show(&frame(b"alice")),
+        show(&frame(b"bob"))
+    );
+    // Joins are not acknowledged: whichever the room took second is announced to the other.
+    let (hearer, heard) = timeout(STEP_TIMEOUT, async {
+        tokio::select! {
+            heard = read_message(&mut alice) => ("alice", heard),
+            heard = read_message(&mut bob) => ("bob", heard),
+        }
+    })
+    .await?;
+    println!("   {hearer} receives {}", show(&heard?));
+    let mut carol = raw_client(addr, "Søren").await?;
+    for (name, client) in [("alice", &mut alice), ("bob", &mut bob)] {
+        let heard = timeout(STEP_TIMEOUT, read_message(client)).await??;
+        println!("   Søren joins; {name} receives {}", show(&heard));
+    }
+
+    println!("-- alice says hello; the others get her name frame and her message frame:");
+    alice.write_all(&frame(b"hello, room")).await?;
+    println!("   alice sent     {}", show(&frame(b"hello, room")));
+    for (name, client) in [("bob", &mut bob), ("Søren", &mut carol)] {
+        let heard = timeout(STEP_TIMEOUT, read_message(client)).await??;
+        println!("   {name:<5} receives {}", show(&heard));
+    }
+
+    println!("-- a second alice is refused, by a message from `server`:");
+    let mut twin = raw_client(addr, "alice").await?;
+    let mut refusal = Vec::new();
+    timeout(STEP_TIMEOUT, twin.read_to_end(&mut refusal)).await??;
+    println!("   received {}, then the connection closed", show(&refusal));
+
+    println!("-- a bad header closes its sender only:");
+    bob.write_all(b"hello worl").await?;
+    let told = timeout(STEP_TIMEOUT, read_message(&mut bob)).await??;
+    let mut rest = Vec::new();
+    timeout(STEP_TIMEOUT, bob.read_to_end(&mut rest)).await??;
+    println!(
+        "   bob sent {}; bob is told {:?}, then closed",
+        show(b"hello worl"),
+        String::from_utf8_lossy(&told[HEADER_LEN + 6 + HEADER_LEN..])
+    );
+    let left = timeout(STEP_TIMEOUT, read_message(&mut alice)).await??;
+    timeout(STEP_TIMEOUT, read_message(&mut carol)).await??; // the same
+    println!("   alice and Søren receive {}", show(&left));
+
+    println!("-- the client library (what `cli chat join` uses):");
+    let (mut dana, mut dana_in) = room::join(addr, "dana", STEP_TIMEOUT).await?;
+    for client in [&mut alice, &mut carol] {
+        timeout(STEP_TIMEOUT, read_message(client)).await??; // dana joined
+    }
+    dana.send("hi all").await?;
+    let heard = timeout(STEP_TIMEOUT, read_message(&mut carol)).await??;
+    println!("   dana sends \"hi all\"; Søren receives {}", show(&heard));
+    carol.write_all(&frame("hej dana 👋".as_bytes())).await?;
+    let message = timeout(STEP_TIMEOUT, dana_in.next())
+        .await??
+        .context("the room closed")?;
+    println!(
+        "   dana's reader gives: {} > {}",
+        message.user, message.text
+    );
+    if message.user != "Søren" {
+        bail!("dana heard {message:?}");
+    }
+    dana.close().await;
+
+    let _ = stop.send(());
+    timeout(STEP_TIMEOUT, server).await???;
+    let mut last = Vec::new();
+    timeout(STEP_TIMEOUT, alice.read_to_end(&mut last)).await??;
+    println!(
+        "room stopped; alice's last bytes: {}",
+        show(&last[last.len().saturating_sub(45)..])
+    );
+    Ok(())
+}

@@ -9,10 +9,12 @@
 //! - [`forum`]: the forum's bincode envelope and its length-prefixed TCP codec (seed 001).
 //! - [`addressbook`]: the address book's `!cb` Q/R header (seed 002).
 //! - [`chat`]: the chat room's 10-byte ASCII length header (seed 003).
+//! - [`chat_transfer`]: the chat's TCP-versus-UDP file transfer: control frames and datagrams.
 //! - [`framed`]: driving a framed transport with batched writes.
 
 pub mod addressbook;
 pub mod chat;
+pub mod chat_transfer;
 pub mod forum;
 pub mod framed;
 pub mod record;

@@ -189,6 +189,8 @@ async fn empty_frames_are_ignored() {
 async fn a_client_that_never_reads_is_dropped_without_stalling_the_others() {
     let config = RoomConfig {
         outbox_frames: 8,
+        // Dropping at the first full outbox would drop the listener too: it reads as fast as it
+        // can, but the talker floods faster.
         stall_timeout: Duration::from_millis(300),
         ..RoomConfig::default()
     };

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 pub use transfer::TransferCommand;
+pub(crate) use transfer::print_reports;
 
 /// The chat subcommands.
 #[derive(Debug, Subcommand)]

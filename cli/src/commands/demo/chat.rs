@@ -1,17 +1,23 @@
-//! The chat room's part of the demo: three clients speaking the seed's raw bytes, what the room
-//! relays, a taken username, a bad header closing one client only, and the client library.
+//! The chat's part of the demo: the room (three clients speaking the seed's raw bytes, what the
+//! room relays, a taken username, a bad header closing one client only, the client library) and
+//! the TCP-versus-UDP transfer.
 
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
 use chat_p2p::room::{self, RoomConfig};
+use chat_p2p::transfer::receive::{self, ReceiverConfig};
+use chat_p2p::transfer::send::{self, SendConfig};
 use protocol::chat::HEADER_LEN;
+use protocol::chat_transfer::Transport;
+use server_kit::lossy_relay::LossyRelay;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
-use super::{STEP_TIMEOUT, show};
+use super::{STEP_TIMEOUT, ScratchDir, show};
+use crate::commands::chat::print_reports;
 
 /// The seed's framing: `f"{len(payload):<10}"` then the payload.
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -139,5 +145,72 @@ pub(super) async fn demo() -> anyhow::Result<()> {
         "room stopped; alice's last bytes: {}",
         show(&last[last.len().saturating_sub(45)..])
     );
+    Ok(())
+}
+
+/// The size of the file the transfer part sends.
+const TRANSFER_BYTES: u32 = 2_000_000;
+
+/// Starts a transfer receiver, sends one file over TCP and over plain UDP through a relay that
+/// drops 5% of datagrams, and shows both reports.
+pub(super) async fn transfer_demo() -> anyhow::Result<()> {
+    println!("== Chat transfer (seed 003, task 3): one file over TCP and over plain UDP ==");
+    let scratch = ScratchDir::new("transfer")?;
+    let out = scratch.path().join("received");
+    std::fs::create_dir(&out)?;
+    let source = scratch.path().join("lecture.mp4");
+    let body: Vec<u8> = (0..TRANSFER_BYTES).map(|i| (i ^ (i >> 11)) as u8).collect();
+    std::fs::write(&source, &body)?;
+    let (tcp, udp) = receive::bind(([127, 0, 0, 1], 0).into()).await?;
+    let addr = tcp.local_addr()?;
+    let relay = LossyRelay::start(udp.local_addr()?, 0.05, 3).await?;
+    println!(
+        "receiver on {addr} (TCP and UDP), saving to {}; the UDP datagrams go through a relay \
+         dropping 5%",
+        out.display()
+    );
+    let (reports, mut received) = mpsc::channel(4);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let config = ReceiverConfig::new(&out);
+    let receiver = tokio::spawn(receive::run(tcp, udp, config, reports, async {
+        let _ = stopped.await;
+    }));
+
+    let mut sent = Vec::new();
+    for transport in [Transport::Tcp, Transport::Udp] {
+        let mut config = SendConfig::new(transport);
+        if transport == Transport::Udp {
+            config.udp_target = Some(relay.local_addr());
+            config.rate = Some(20 * 1024 * 1024);
+        }
+        let report = timeout(
+            STEP_TIMEOUT,
+            send::send_file(&source, addr, &config, |_, _| {}),
+        )
+        .await??;
+        timeout(STEP_TIMEOUT, received.recv())
+            .await?
+            .context("the receiver stopped")?;
+        sent.push(report);
+    }
+    println!(
+        "-- {} bytes each way; UDP paced at 20 MiB/s, {} datagrams of 1200 bytes, no retransmission:",
+        body.len(),
+        sent[1].datagrams.expected
+    );
+    print_reports(&sent, true);
+    println!("the relay dropped {} datagrams", relay.dropped());
+    if !sent[0].intact {
+        bail!("the TCP copy is not intact");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&out)?
+        .map(|entry| entry.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    println!("in {}: {}", out.display(), names.join(", "));
+
+    let _ = stop.send(());
+    timeout(STEP_TIMEOUT, receiver).await???;
+    println!("receiver stopped");
     Ok(())
 }

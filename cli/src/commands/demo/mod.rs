@@ -28,6 +28,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
     runtime.block_on(forum::demo())?;
     println!();
     runtime.block_on(chat::demo())?;
+    println!();
+    runtime.block_on(chat::transfer_demo())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -106,11 +106,9 @@ impl Client {
             addr: addr.to_string(),
             source,
         };
-        let stream = timeout(reply_timeout, TcpStream::connect(&addr))
+        let stream = server_kit::connect(&addr, reply_timeout)
             .await
-            .map_err(|_| connect_error(io::ErrorKind::TimedOut.into()))?
             .map_err(connect_error)?;
-        stream.set_nodelay(true)?;
         Ok(Client {
             conn: FramedConnection::new(stream, AddressBookCodec),
             reply_timeout,

@@ -7,6 +7,8 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use integration_tests::process::{assert_in_order, demo_part};
+
 const CLI: &str = env!("CARGO_BIN_EXE_cli");
 
 /// A `cli chat serve --port 0` child and the port it printed.
@@ -220,32 +222,19 @@ fn help_explains_the_room_commands() {
 
 #[test]
 fn the_demo_shows_the_room_bytes_and_both_transfers() {
-    let output = Command::new(CLI)
-        .arg("demo")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let transcript = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(output.status.code(), Some(0), "{transcript}");
-    let chat = transcript
-        .split_once("== Chat room (seed 003)")
-        .expect("a chat part")
-        .1;
-    let mut rest = chat;
-    for expected in [
-        "bob   receives b\"5         alice11        hello, room\"",
-        "received b\"6         server23        Username alice is taken\", then the connection closed",
-        "alice and Søren receive b\"6         server17        bob left the room\"",
-        "dana's reader gives: Søren > hej dana 👋",
-        "== Chat transfer (seed 003, task 3)",
-        "| TCP       |",
-        "| UDP       |",
-        "TCP: saved as lecture.mp4\n",
-        "receiver stopped",
-    ] {
-        let at = rest
-            .find(expected)
-            .unwrap_or_else(|| panic!("missing {expected:?}, in order, in:\n{chat}"));
-        rest = &rest[at + expected.len()..];
-    }
+    let chat = demo_part(CLI, "== Chat room (seed 003)");
+    assert_in_order(
+        &chat,
+        &[
+            "bob   receives b\"5         alice11        hello, room\"",
+            "received b\"6         server23        Username alice is taken\", then the connection closed",
+            "alice and Søren receive b\"6         server17        bob left the room\"",
+            "dana's reader gives: Søren > hej dana 👋",
+            "== Chat transfer (seed 003, task 3)",
+            "| TCP       |",
+            "| UDP       |",
+            "TCP: saved as lecture.mp4\n",
+            "receiver stopped",
+        ],
+    );
 }

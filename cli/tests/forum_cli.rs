@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use integration_tests::process::{assert_in_order, demo_part};
+
 const CLI: &str = env!("CARGO_BIN_EXE_cli");
 
 /// A `cli forum serve` child and the command port it printed.
@@ -225,32 +227,19 @@ fn an_admins_sht_tells_the_client_and_stops_the_server() {
 
 #[test]
 fn the_demo_runs_two_users_through_lossy_relays_and_shows_the_thread_file() {
-    let output = Command::new(CLI)
-        .arg("demo")
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let transcript = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(output.status.code(), Some(0), "{transcript}");
-    let forum = transcript
-        .split_once("== Forum (seed 001)")
-        .expect("a forum part")
-        .1;
-    let mut rest = forum;
-    for expected in [
-        "CRT 3331 from Yoda = b\"\\x04Yoda\\x03CRT\\x01\\x043331\"",
-        "-> user [\"Yoda is already logged in\"]",
-        "-> error [\"Thread 3331 exists\"]",
-        "-> error [\"The message belongs to another user and cannot be edited\"]",
-        "-> TCP-open, saved, identical",
-        "-> file-error [\"File missing.pdf does not exist in thread 3331\"]",
-        "-- the thread file data/threads/3331:\n   Yoda\n   1 Obi-wan: General Kenobi\n   \
+    let forum = demo_part(CLI, "== Forum (seed 001)");
+    assert_in_order(
+        &forum,
+        &[
+            "CRT 3331 from Yoda = b\"\\x04Yoda\\x03CRT\\x01\\x043331\"",
+            "-> user [\"Yoda is already logged in\"]",
+            "-> error [\"Thread 3331 exists\"]",
+            "-> error [\"The message belongs to another user and cannot be edited\"]",
+            "-> TCP-open, saved, identical",
+            "-> file-error [\"File missing.pdf does not exist in thread 3331\"]",
+            "-- the thread file data/threads/3331:\n   Yoda\n   1 Obi-wan: General Kenobi\n   \
          2 Yoda: Do or do not, there is no try\n   Obi-wan uploaded lecture.pdf\n",
-        "server stopped, threads, uploads and accounts kept",
-    ] {
-        let at = rest
-            .find(expected)
-            .unwrap_or_else(|| panic!("missing {expected:?}, in order, in:\n{forum}"));
-        rest = &rest[at + expected.len()..];
-    }
+            "server stopped, threads, uploads and accounts kept",
+        ],
+    );
 }

@@ -133,12 +133,8 @@ impl ForumClient {
         };
         let channel = match transport {
             TransportKind::Tcp => {
-                let stream = timeout(patience, TcpStream::connect(server))
+                let stream = server_kit::connect(server, patience)
                     .await
-                    .map_err(|_| failed(format!("no answer within {patience:?}")))?
-                    .map_err(|err| failed(err.to_string()))?;
-                stream
-                    .set_nodelay(true)
                     .map_err(|err| failed(err.to_string()))?;
                 Channel::Tcp(TcpChannel::new(stream))
             }

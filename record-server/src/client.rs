@@ -114,17 +114,18 @@ impl RecordClient {
         patience: Duration,
     ) -> Result<RecordClient, ClientError> {
         let shown = addr.to_string();
-        let stream = match timeout(patience, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => {
+        let stream = match server_kit::connect(addr, patience).await {
+            Ok(stream) => stream,
+            Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                return Err(ClientError::Timeout(patience));
+            }
+            Err(source) => {
                 return Err(ClientError::Connect {
                     addr: shown,
                     source,
                 });
             }
-            Err(_) => return Err(ClientError::Timeout(patience)),
         };
-        stream.set_nodelay(true)?;
         Ok(RecordClient {
             conn: FramedConnection::new(stream, ClientCodec::default()),
             patience,

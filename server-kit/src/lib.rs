@@ -16,6 +16,7 @@
 
 pub mod accept;
 pub mod atomic_file;
+pub mod connect;
 pub mod listen;
 pub mod lossy_relay;
 pub mod password;
@@ -24,5 +25,6 @@ pub mod shutdown;
 
 pub use accept::{ConnectionLimit, accept_refusing, accept_waiting};
 pub use atomic_file::{remove_leftovers, write_atomically};
+pub use connect::connect;
 pub use listen::{LISTEN_BACKLOG, listen, listen_on};
 pub use shutdown::drain;

@@ -126,4 +126,31 @@ pub mod process {
     pub fn stderr(output: &Output) -> String {
         String::from_utf8(output.stderr.clone()).expect("UTF-8 stderr")
     }
+
+    /// The part of the transcript of `cli demo` (`cli` is the binary's path) from `heading` on,
+    /// after checking that the demo exited 0.
+    pub fn demo_part(cli: &str, heading: &str) -> String {
+        let output = Command::new(cli)
+            .arg("demo")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("the demo runs");
+        let transcript = stdout(&output);
+        assert_eq!(output.status.code(), Some(0), "{transcript}");
+        let (_, part) = transcript
+            .split_once(heading)
+            .unwrap_or_else(|| panic!("no {heading:?} in:\n{transcript}"));
+        format!("{heading}{part}")
+    }
+
+    /// Fails the test unless each of `expected` occurs in `text`, in that order.
+    pub fn assert_in_order(text: &str, expected: &[&str]) {
+        let mut rest = text;
+        for wanted in expected {
+            let at = rest
+                .find(wanted)
+                .unwrap_or_else(|| panic!("missing {wanted:?}, in order, in:\n{text}"));
+            rest = &rest[at + wanted.len()..];
+        }
+    }
 }

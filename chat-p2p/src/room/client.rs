@@ -8,9 +8,7 @@ use bytes::BytesMut;
 use protocol::chat::{ChatError, ChatFrame, ChatFrameCodec, DEFAULT_MAX_PAYLOAD};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::time::timeout;
 use tokio_util::codec::Decoder;
 
 use super::names::{NameError, check_username};
@@ -60,14 +58,12 @@ pub async fn join(
     patience: Duration,
 ) -> Result<(RoomWriter, RoomReader), RoomError> {
     check_username(username.as_bytes())?;
-    let failed = |reason: String| RoomError::Connect { addr, reason };
-    let stream = timeout(patience, TcpStream::connect(addr))
+    let stream = server_kit::connect(addr, patience)
         .await
-        .map_err(|_| failed(format!("no answer within {patience:?}")))?
-        .map_err(|err| failed(err.to_string()))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|err| failed(err.to_string()))?;
+        .map_err(|err| RoomError::Connect {
+            addr,
+            reason: err.to_string(),
+        })?;
     let (read, write) = stream.into_split();
     let mut writer = RoomWriter { write };
     writer.send_frame(username.as_bytes()).await?;

@@ -272,14 +272,9 @@ fn announce_for(offer: &FileOffer, config: &SendConfig) -> Result<Announce, Send
 }
 
 async fn connect(to: SocketAddr, io_timeout: Duration) -> Result<ControlStream, SendError> {
-    let stream = timeout(io_timeout, TcpStream::connect(to))
+    let stream = server_kit::connect(to, io_timeout)
         .await
-        .map_err(|_| SendError::Connect {
-            addr: to,
-            source: io::Error::new(io::ErrorKind::TimedOut, "no answer"),
-        })?
         .map_err(|source| SendError::Connect { addr: to, source })?;
-    let _ = stream.set_nodelay(true);
     Ok(ControlStream::new(stream))
 }
 

@@ -1,6 +1,7 @@
 //! The chat room (seed 003) over real sockets, spoken to in the seed's raw bytes: the relay's
 //! exact bytes, UTF-8, split frames, a client that never reads, a bad header, a taken name, the
-//! room's limits and notices, shutdown, and the client library.
+//! room's limits and notices, shutdown, the client library, and the seed's own Python client
+//! (`tests/fixtures/seed_chat_client.py`, run with python3).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -384,4 +385,133 @@ async fn the_client_library_sends_and_receives_at_once() {
     ann_out.close().await;
     ben_out.close().await;
     server.stop().await;
+}
+
+/// The seed's own Python client, its `PORT` pointed at `port`, started with piped stdin and its
+/// stdout collected by a thread.
+struct SeedClient {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    _script: tempfile::TempDir,
+}
+
+impl SeedClient {
+    fn start(port: u16) -> SeedClient {
+        use std::process::{Command, Stdio};
+        let seed = include_str!("../fixtures/seed_chat_client.py");
+        assert!(seed.contains("\nPORT = 1234\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("client.py");
+        std::fs::write(
+            &script,
+            seed.replace("\nPORT = 1234\n", &format!("\nPORT = {port}\n")),
+        )
+        .unwrap();
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs the seed's client (CPython 3 is needed for this test)");
+        let stdin = child.stdin.take().unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = std::sync::Arc::clone(&stdout);
+        std::thread::spawn(move || {
+            let mut chunk = [0; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut out, &mut chunk) {
+                collected.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        SeedClient {
+            child,
+            stdin,
+            stdout,
+            _script: dir,
+        }
+    }
+
+    /// Types `line` and enter (lost if the client has exited).
+    fn type_line(&mut self, line: &str) {
+        let _ = std::io::Write::write_all(&mut self.stdin, format!("{line}\n").as_bytes());
+    }
+
+    fn printed(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for SeedClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Types `ready` into `client` until `witness` (in the room) hears it from `name`: then both are
+/// in the room. Then the witness's stream holds nothing more from it.
+async fn seed_client_joins(client: &mut SeedClient, name: &str, witness: &mut TcpStream) {
+    client.type_line(name);
+    let ready = relayed(name, "ready");
+    let heard = async { while read_message(witness).await != ready {} };
+    let typing = async {
+        loop {
+            client.type_line("ready");
+            sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        () = heard => {}
+        () = typing => unreachable!(),
+    }
+    client.type_line("begin");
+    let begin = relayed(name, "begin");
+    while read_message(witness).await != begin {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_python_client_works_against_the_room_unchanged() {
+    let server = start(RoomConfig::default()).await;
+    let port = server.addr.port();
+    let [mut carol] = clients(server.addr, ["carol"]).await;
+    let mut alice = SeedClient::start(port);
+    seed_client_joins(&mut alice, "alice", &mut carol).await;
+    let mut bob = SeedClient::start(port);
+    seed_client_joins(&mut bob, "bob", &mut carol).await;
+
+    // What the seed's client sends is what the seed's server expects, and what it relays...
+    alice.type_line("héllo bob");
+    let expected = relayed("alice", "héllo bob");
+    assert_eq!(read_message(&mut carol).await, expected);
+    // ... is what the seed's client prints, after its next enter (it only reads then).
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !bob.printed().contains("alice > héllo bob\n") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", bob.printed());
+        bob.type_line("");
+        sleep(Duration::from_millis(50)).await;
+    }
+    carol
+        .write_all(&frame("hi from carol ✓".as_bytes()))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !alice.printed().contains("carol > hi from carol ✓\n") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            alice.printed()
+        );
+        alice.type_line("");
+        sleep(Duration::from_millis(50)).await;
+    }
+    // The room closing is what the seed's client reports as the server closing.
+    server.stop().await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !bob.printed().contains("Connection closed by the server") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", bob.printed());
+        bob.type_line("");
+        sleep(Duration::from_millis(50)).await;
+    }
 }

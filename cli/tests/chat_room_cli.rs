@@ -2,43 +2,45 @@
 //! and prints what the others say while it lingers, a taken username, and Ctrl+C closing the
 //! room.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration_tests::process::{assert_in_order, demo_part};
+use integration_tests::process::{ServerChild, assert_in_order, demo_part, start_server};
 
 const CLI: &str = env!("CARGO_BIN_EXE_cli");
 
 /// A `cli chat serve --port 0` child and the port it printed.
 struct Room {
     child: Child,
+    /// The rest of its stdout, after the first line.
+    stdout: BufReader<ChildStdout>,
     port: u16,
 }
 
 impl Room {
     fn start(extra: &[&str]) -> Room {
-        let mut child = Command::new(CLI)
-            .args(["chat", "serve", "--port", "0"])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let port = first
-            .trim()
-            .strip_prefix("Listening for connections on 127.0.0.1:")
-            .and_then(|rest| rest.strip_suffix("..."))
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .unwrap();
-        Room { child, port }
+        let ServerChild {
+            child,
+            stdout,
+            first_line,
+            port,
+        } = start_server(
+            Command::new(CLI)
+                .args(["chat", "serve", "--port", "0"])
+                .args(extra)
+                .env_remove("RUST_LOG"),
+        );
+        assert_eq!(
+            first_line,
+            format!("Listening for connections on 127.0.0.1:{port}...\n")
+        );
+        Room {
+            child,
+            stdout,
+            port,
+        }
     }
 
     fn join(&self, username: &str) -> Child {
@@ -194,12 +196,7 @@ fn ctrl_c_closes_the_room_and_every_client() {
     let status = room.child.wait().unwrap();
     assert!(status.success(), "{status}");
     let mut out = String::new();
-    room.child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    room.stdout.read_to_string(&mut out).unwrap();
     assert_eq!(out, "Chat room closed.\n");
 }
 

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use integration_tests::process::{ServerChild, start_server};
+
 const CLI: &str = env!("CARGO_BIN_EXE_cli");
 
 /// A `cli chat transfer receive` child, the port it printed and the folder it saves to.
@@ -20,27 +22,21 @@ struct Receiver {
 impl Receiver {
     fn start(extra: &[&str]) -> Receiver {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(CLI)
-            .args(["chat", "transfer", "receive", "--port", "0", "--out"])
-            .arg(dir.path().join("inbox"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
+        let ServerChild {
+            child,
+            stdout,
+            first_line: first,
+            port,
+        } = start_server(
+            Command::new(CLI)
+                .args(["chat", "transfer", "receive", "--port", "0", "--out"])
+                .arg(dir.path().join("inbox"))
+                .args(extra),
+        );
         assert!(
             first.starts_with("Transfer receiver on 127.0.0.1:") && first.contains("(TCP and UDP)"),
             "{first:?}"
         );
-        let port = first
-            .split(':')
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {first:?}"));
         Receiver {
             child,
             stdout,

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration_tests::process::{assert_in_order, demo_part};
+use integration_tests::process::{ServerChild, assert_in_order, demo_part, start_server};
 
 const CLI: &str = env!("CARGO_BIN_EXE_cli");
 
@@ -21,24 +21,12 @@ struct Server {
 impl Server {
     fn start(transport: &str, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(CLI)
-            .args(["forum", "serve", "--port", "0", transport, "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let port = first
-            .split(':')
-            .nth(1)
-            .and_then(|rest| rest.split(';').next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {first:?}"));
+        let ServerChild { child, port, .. } = start_server(
+            Command::new(CLI)
+                .args(["forum", "serve", "--port", "0", transport, "--data-dir"])
+                .arg(dir.path().join("data"))
+                .args(extra),
+        );
         Server {
             child,
             port,

@@ -97,8 +97,49 @@ pub async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin)) -> Vec<u8>
 
 /// Running a binary (the `cli`) from a test: its output from given stdin, as text.
 pub mod process {
-    use std::io::Write;
-    use std::process::{Command, Output, Stdio};
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+    /// A server started as a child process, after its first line (which names its address).
+    #[derive(Debug)]
+    pub struct ServerChild {
+        /// The process.
+        pub child: Child,
+        /// The rest of its stdout.
+        pub stdout: BufReader<ChildStdout>,
+        /// Its first line.
+        pub first_line: String,
+        /// The port of the first `127.0.0.1:PORT` in that line.
+        pub port: u16,
+    }
+
+    /// Starts `command` (a server given `--port 0`) with stdout piped and stderr discarded, and
+    /// reads the first line it prints for the port it got.
+    pub fn start_server(command: &mut Command) -> ServerChild {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the server starts");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut first_line = String::new();
+        stdout.read_line(&mut first_line).expect("a first line");
+        let port = first_line
+            .split_once("127.0.0.1:")
+            .map(|(_, rest)| {
+                rest.chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
+            .and_then(|digits| digits.parse().ok())
+            .unwrap_or_else(|| panic!("no 127.0.0.1:PORT in {first_line:?}"));
+        ServerChild {
+            child,
+            stdout,
+            first_line,
+            port,
+        }
+    }
 
     /// Runs `command` with `stdin` piped in (then closed) and collects its output.
     pub fn run_with_stdin(command: &mut Command, stdin: &str) -> Output {

@@ -630,7 +630,6 @@ fn the_interactive_client_reconnects_and_authenticates_again_after_an_idle_timeo
 
 #[test]
 fn the_demo_shows_the_record_server_on_the_wire_and_exits_0() {
-    let started = Instant::now();
     let output = cli(&["demo"]).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "stderr: {}", stderr(&output));
     assert_eq!(stderr(&output), "", "a clean transcript");
@@ -648,7 +647,6 @@ fn the_demo_shows_the_record_server_on_the_wire_and_exits_0() {
             "missing {expected:?} in:\n{transcript}"
         );
     }
-    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[test]

@@ -106,8 +106,6 @@ struct Room {
     next_id: AtomicU64,
     /// Cancelled when the room closes: every reader stops.
     closing: CancellationToken,
-    /// The username frame of [`SERVER_NAME`].
-    server_name: ChatFrame,
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +139,6 @@ impl Room {
             members: Mutex::default(),
             next_id: AtomicU64::new(0),
             closing: CancellationToken::new(),
-            server_name: ChatFrame::new(SERVER_NAME.as_bytes()).expect("a short name"),
         }
     }
 
@@ -199,12 +196,7 @@ impl Room {
     /// Says `text` as [`SERVER_NAME`] to everyone but `except`, without waiting: a client with
     /// a full outbox misses it.
     fn announce(&self, except: Option<u64>, text: &str) {
-        match ChatFrame::new(text.as_bytes()) {
-            Ok(message) => {
-                self.offer(except, &relay_frame(&self.server_name, &message));
-            }
-            Err(err) => warn!("announcement not sent: {err}"),
-        }
+        self.offer(except, &server_message(text));
     }
 
     /// Queues `frame` for everyone but `except`, waiting up to `stall_timeout` for room in full
@@ -265,11 +257,9 @@ impl Room {
             members.by_id.drain().map(|(_, member)| member).collect()
         };
         if self.config.announce {
-            if let Ok(notice) = ChatFrame::new(b"The room is closing") {
-                let frame = relay_frame(&self.server_name, &notice);
-                for member in &leaving {
-                    let _ = member.outbox.try_send(frame.clone());
-                }
+            let notice = server_message("The room is closing");
+            for member in &leaving {
+                let _ = member.outbox.try_send(notice.clone());
             }
         }
         drop(leaving);
@@ -285,10 +275,11 @@ fn relay_frame(name: &ChatFrame, message: &ChatFrame) -> Bytes {
     frame.freeze()
 }
 
-/// A message from [`SERVER_NAME`], ready to write.
+/// A message from [`SERVER_NAME`], ready to write. (A frame fails only for a length of more
+/// than ten digits.)
 fn server_message(text: &str) -> Bytes {
     let name = ChatFrame::new(SERVER_NAME.as_bytes()).expect("a short name");
-    let message = ChatFrame::new(text.as_bytes()).expect("a short message");
+    let message = ChatFrame::new(text.as_bytes()).expect("a text under 10 GB");
     relay_frame(&name, &message)
 }
 

@@ -2,7 +2,6 @@
 //! reliable-datagram layer) or TCP.
 
 use std::io::{IsTerminal, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use protocol::forum::Cmd;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
-use super::{runtime, status_line};
+use super::{resolve, runtime, status_line};
 use crate::logging;
 use crate::progress::TransferBar;
 use crate::prompt::stdin_lines;
@@ -119,10 +118,7 @@ async fn serve(args: ServeArgs, forum: Forum) -> anyhow::Result<ExitCode> {
     let mut config = ServerConfig::new(Arc::new(forum));
     config.idle_timeout = Duration::from_secs(args.idle_timeout);
     let signals = StopSignals::install()?;
-    let addr: SocketAddr = tokio::net::lookup_host((args.host.as_str(), args.port))
-        .await?
-        .next()
-        .with_context(|| format!("{} has no address", args.host))?;
+    let addr = resolve((args.host.as_str(), args.port), &args.host).await?;
     let (transport, bound, name) = match args.transport.kind() {
         TransportKind::Udp => {
             let socket = UdpSocket::bind(addr)
@@ -175,10 +171,7 @@ impl Console {
 }
 
 async fn connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    let addr: SocketAddr = tokio::net::lookup_host((args.host.as_str(), args.port))
-        .await?
-        .next()
-        .with_context(|| format!("{} has no address", args.host))?;
+    let addr = resolve((args.host.as_str(), args.port), &args.host).await?;
     let patience = Duration::from_secs(args.timeout);
     let mut client = ForumClient::connect(addr, args.transport.kind(), patience).await?;
     let mut console = Console {

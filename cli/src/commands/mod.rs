@@ -15,6 +15,20 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// The first address `target` (`"HOST:PORT"`, or a `(host, port)` pair) resolves to; errors
+/// name it as `shown`.
+pub async fn resolve(
+    target: impl tokio::net::ToSocketAddrs,
+    shown: &str,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context;
+    tokio::net::lookup_host(target)
+        .await
+        .with_context(|| format!("cannot resolve {shown}"))?
+        .next()
+        .with_context(|| format!("{shown} has no address"))
+}
+
 /// Prints a server's status line to stdout. A server outlives whoever reads its stdout (a
 /// `| head -1`, a test that only wanted the port), so a closed stdout is ignored rather than fatal.
 pub fn status_line(line: &str) {

@@ -129,6 +129,8 @@ struct Partial {
 pub struct Receiver {
     /// Every packet below this has been taken.
     next_expected: u64,
+    /// The highest packet number received (taken or held), once there is one.
+    largest: Option<u64>,
     /// Packets above `next_expected`, by number.
     early: BTreeMap<u64, (Header, Bytes)>,
     /// Bit `i`: packet `next_expected + 1 + i` is in `early` (the selective acks to send).
@@ -149,6 +151,7 @@ impl Receiver {
     pub fn new(max_message: usize, limit: usize) -> Receiver {
         Receiver {
             next_expected: 0,
+            largest: None,
             early: BTreeMap::new(),
             early_bits: Sack::EMPTY,
             early_bytes: 0,
@@ -168,8 +171,7 @@ impl Receiver {
 
     /// The number of the highest packet received so far (the highest the acks report).
     pub fn largest_received(&self) -> Option<u64> {
-        let highest_early = self.early.last_key_value().map(|(&number, _)| number);
-        highest_early.or_else(|| self.next_expected.checked_sub(1))
+        self.largest
     }
 
     /// Takes a reliable packet; any in-order control packets it released go to `controls`.
@@ -186,6 +188,7 @@ impl Receiver {
         if !self.has_room(number - self.next_expected, payload.len()) {
             return Ok(Arrival::NoRoom);
         }
+        self.largest = self.largest.max(Some(number));
         if number > self.next_expected {
             // At most SACK_BITS past the gap: see `has_room`.
             self.early_bits

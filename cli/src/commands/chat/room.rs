@@ -1,7 +1,6 @@
 //! `cli chat serve` and `cli chat join`: the chat room of seed 003.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use anyhow::Context;
 use chat_p2p::room::{self, RoomConfig};
 use clap::Args;
 
-use crate::commands::{runtime, status_line};
+use crate::commands::{resolve, runtime, status_line};
 use crate::logging;
 use crate::prompt::stdin_lines;
 use crate::signals::StopSignals;
@@ -79,11 +78,7 @@ pub fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .context("--linger must be a number of seconds, 0 or more")?;
     runtime()?.block_on(async {
-        let addr: SocketAddr = tokio::net::lookup_host(args.server.as_str())
-            .await
-            .with_context(|| format!("cannot resolve {}", args.server))?
-            .next()
-            .with_context(|| format!("{} has no address", args.server))?;
+        let addr = resolve(args.server.as_str(), &args.server).await?;
         let (writer, reader) = room::join(addr, &args.username, Duration::from_secs(10)).await?;
         chat(writer, reader, linger).await
     })

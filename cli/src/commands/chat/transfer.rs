@@ -15,7 +15,7 @@ use clap::{Args, Subcommand};
 use tokio::sync::mpsc;
 
 use crate::commands::bench::Table;
-use crate::commands::{runtime, status_line};
+use crate::commands::{resolve, runtime, status_line};
 use crate::logging;
 use crate::progress::TransferBar;
 use crate::signals::StopSignals;
@@ -168,7 +168,7 @@ async fn receive(args: ReceiveArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create the folder {}", args.out.display()))?;
     let config = receiver_config(&args)?;
     let signals = StopSignals::install()?;
-    let addr = resolve(&args.host, args.port).await?;
+    let addr = resolve((args.host.as_str(), args.port), &args.host).await?;
     let (tcp, udp) = receive::bind(addr)
         .await
         .with_context(|| format!("cannot listen on TCP and UDP {addr}"))?;
@@ -204,14 +204,6 @@ fn receiver_config(args: &ReceiveArgs) -> anyhow::Result<ReceiverConfig> {
     Ok(config)
 }
 
-async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
-    tokio::net::lookup_host((host, port))
-        .await
-        .with_context(|| format!("cannot resolve {host}"))?
-        .next()
-        .with_context(|| format!("{host} has no address"))
-}
-
 /// The receiver's line about one transfer.
 fn describe_received(file: &ReceivedFile) -> String {
     let report = &file.report;
@@ -245,11 +237,7 @@ fn describe_received(file: &ReceivedFile) -> String {
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let to = tokio::net::lookup_host(args.to.as_str())
-        .await
-        .with_context(|| format!("cannot resolve {} (expected HOST:PORT)", args.to))?
-        .next()
-        .with_context(|| format!("{} has no address", args.to))?;
+    let to = resolve(args.to.as_str(), &args.to).await?;
     let offer = send::inspect(&args.file, args.name.as_deref()).await?;
     println!(
         "Sending {} ({} bytes, SHA-256 {}) to {to}",

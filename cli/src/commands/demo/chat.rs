@@ -5,10 +5,11 @@
 use std::net::SocketAddr;
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use chat_p2p::room::{self, RoomConfig};
 use chat_p2p::transfer::receive::{self, ReceiverConfig};
 use chat_p2p::transfer::send::{self, SendConfig};
-use protocol::chat::HEADER_LEN;
+use protocol::chat::{ChatFrame, HEADER_LEN};
 use protocol::chat_transfer::Transport;
 use server_kit::lossy_relay::LossyRelay;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,10 +21,11 @@ use super::{STEP_TIMEOUT, ScratchDir, show};
 use crate::commands::chat::print_reports;
 
 /// The seed's framing: `f"{len(payload):<10}"` then the payload.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut bytes = format!("{:<10}", payload.len()).into_bytes();
-    bytes.extend_from_slice(payload);
-    bytes
+fn frame(payload: &[u8]) -> Bytes {
+    ChatFrame::new(payload)
+        .expect("a demo-sized payload")
+        .as_bytes()
+        .clone()
 }
 
 /// One relayed message, as raw bytes: two frames, each read by its header.

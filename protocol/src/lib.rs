@@ -10,6 +10,8 @@
 //! - [`addressbook`]: the address book's `!cb` Q/R header (seed 002).
 //! - [`chat`]: the chat room's 10-byte ASCII length header (seed 003).
 //! - [`chat_transfer`]: the chat's TCP-versus-UDP file transfer: control frames and datagrams.
+//! - [`p2p`]: peer-to-peer chat (seed 004): signaling messages, sealed datagrams, session
+//!   messages and the media stream.
 //! - [`framed`]: driving a framed transport with batched writes.
 
 pub mod addressbook;
@@ -17,6 +19,7 @@ pub mod chat;
 pub mod chat_transfer;
 pub mod forum;
 pub mod framed;
+pub mod p2p;
 pub mod record;
 pub mod reliable;
 

@@ -1,0 +1,1 @@
+//! The signaling client. (being written)

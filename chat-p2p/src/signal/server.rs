@@ -1,0 +1,1 @@
+//! The signaling server. (being written)

@@ -1,0 +1,305 @@
+//! The signaling protocol: JSON objects, one per 10-byte-header frame
+//! ([`crate::chat::ChatCodec`] with [`MAX_SIGNAL_PAYLOAD`]), each with a `"type"` field naming
+//! the message.
+//!
+//! A peer sends [`ClientMessage`]s. The server answers every one of them, in order, with
+//! exactly one reply ([`ServerMessage::Ok`], [`ServerMessage::Error`], [`ServerMessage::Peers`]
+//! or [`ServerMessage::Peer`]); it also pushes notices at any time
+//! ([`ServerMessage::Introduction`], [`ServerMessage::Session`], [`ServerMessage::Declined`],
+//! [`ServerMessage::SessionEnded`]). [`ServerMessage::is_reply`] tells the two apart, so a
+//! client can match replies to its requests first in, first out.
+//!
+//! Secrets never reach a log through these types: [`Password`] and the session key
+//! ([`SessionKey`]) print as `<redacted>` under `{:?}`.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::secure::{Role, SessionKey};
+
+/// The largest JSON payload of one signaling frame, either way (16 KiB).
+pub const MAX_SIGNAL_PAYLOAD: usize = 16 * 1024;
+
+/// The most usernames an allow-list holds.
+pub const MAX_ALLOW_LIST: usize = 256;
+
+/// A password on its way to the server: printed as `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What a peer sets for itself: whether it takes introductions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// Introductions are passed on to the peer.
+    Available,
+    /// Introductions are declined at once on the peer's behalf.
+    Away,
+}
+
+/// A peer's state as others see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// Takes introductions.
+    Available,
+    /// Set by the peer: introductions are declined automatically.
+    Away,
+    /// Set by the server while the peer is in a session: introductions are declined.
+    Connected,
+}
+
+impl std::fmt::Display for PeerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PeerState::Available => "available",
+            PeerState::Away => "away",
+            PeerState::Connected => "connected",
+        })
+    }
+}
+
+/// Who may see a peer in lists, query its parameters and ask to connect to it. On the wire:
+/// `"everyone"`, `"nobody"` or `{"allow": ["bob", "carol"]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Visibility {
+    /// Every logged-in peer (the default of a new account).
+    Everyone,
+    /// No one.
+    Nobody,
+    /// Only the peers named.
+    Allow(Vec<String>),
+}
+
+impl Visibility {
+    /// Whether `asker` may see the peer that set this visibility.
+    pub fn allows(&self, asker: &str) -> bool {
+        match self {
+            Visibility::Everyone => true,
+            Visibility::Nobody => false,
+            Visibility::Allow(names) => names.iter().any(|name| name == asker),
+        }
+    }
+}
+
+/// A message from a peer to the signaling server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Creates an account (it does not log in).
+    Signup {
+        /// The new account's name.
+        username: String,
+        /// Its password.
+        password: Password,
+    },
+    /// Logs this connection in; an account has one live log-in at a time.
+    Login {
+        /// The account.
+        username: String,
+        /// Its password.
+        password: Password,
+    },
+    /// Logs out, ending any session; the connection stays open.
+    Logout,
+    /// Tells the server where this peer takes datagrams. A peer is listed only once it has.
+    Announce {
+        /// The address other peers send to (`"ip:port"`): the bound one, or a public one
+        /// forwarded to it.
+        address: SocketAddr,
+    },
+    /// Asks for the peers visible to this one.
+    List,
+    /// Asks for one peer's state and address.
+    Query {
+        /// The peer asked about.
+        username: String,
+    },
+    /// Sets this peer's presence.
+    State {
+        /// Available or away.
+        state: Presence,
+    },
+    /// Sets who may see and reach this peer (kept with the account).
+    Visibility {
+        /// Everyone, nobody or an allow-list.
+        visibility: Visibility,
+    },
+    /// Asks to be introduced to a peer.
+    Connect {
+        /// The peer to talk to.
+        username: String,
+    },
+    /// Accepts an introduction.
+    Accept {
+        /// Who asked.
+        from: String,
+    },
+    /// Declines an introduction.
+    Decline {
+        /// Who asked.
+        from: String,
+        /// Why, passed on to the asker.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Ends this peer's session.
+    Close,
+}
+
+impl ClientMessage {
+    /// The message's `"type"`, which the reply to it names in its `re` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMessage::Signup { .. } => "signup",
+            ClientMessage::Login { .. } => "login",
+            ClientMessage::Logout => "logout",
+            ClientMessage::Announce { .. } => "announce",
+            ClientMessage::List => "list",
+            ClientMessage::Query { .. } => "query",
+            ClientMessage::State { .. } => "state",
+            ClientMessage::Visibility { .. } => "visibility",
+            ClientMessage::Connect { .. } => "connect",
+            ClientMessage::Accept { .. } => "accept",
+            ClientMessage::Decline { .. } => "decline",
+            ClientMessage::Close => "close",
+        }
+    }
+}
+
+/// One line of a [`ServerMessage::Peers`] list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// The peer.
+    pub username: String,
+    /// Its state.
+    pub state: PeerState,
+}
+
+/// A message from the signaling server to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerMessage {
+    /// Reply: the request was carried out.
+    Ok {
+        /// The request's type.
+        re: String,
+    },
+    /// Reply: the request was refused, or was not a request at all.
+    Error {
+        /// The request's type, when the frame held a request.
+        #[serde(default)]
+        re: Option<String>,
+        /// What was wrong.
+        message: String,
+    },
+    /// Reply to `list`: the peers visible to the asker, by username.
+    Peers {
+        /// Each peer and its state.
+        peers: Vec<PeerEntry>,
+    },
+    /// Reply to `query`.
+    Peer {
+        /// The peer.
+        username: String,
+        /// Its state.
+        state: PeerState,
+        /// Where it takes datagrams.
+        address: SocketAddr,
+    },
+    /// Notice: a peer asks to be introduced; answer with `accept` or `decline`.
+    Introduction {
+        /// Who asks.
+        from: String,
+    },
+    /// Notice, to both peers: the introduction was accepted and a session begins.
+    Session {
+        /// The other peer.
+        peer: String,
+        /// Where the other peer takes datagrams.
+        address: SocketAddr,
+        /// The session's fresh secret key.
+        key: SessionKey,
+        /// The session's number, in every datagram's header.
+        session: u32,
+        /// Which end this peer is: the initiator asked and opens the reliable connection.
+        role: Role,
+    },
+    /// Notice, to the asker: the introduction was declined (by the peer, automatically because
+    /// it is away or busy, or because it went offline or did not answer).
+    Declined {
+        /// The peer asked for.
+        peer: String,
+        /// Why.
+        reason: String,
+    },
+    /// Notice: the session with `peer` is over on the server's side.
+    SessionEnded {
+        /// The other peer.
+        peer: String,
+        /// Why (it closed, logged out or went offline).
+        reason: String,
+    },
+}
+
+impl ServerMessage {
+    /// Whether this is the reply to a request (as opposed to a notice).
+    pub fn is_reply(&self) -> bool {
+        matches!(
+            self,
+            ServerMessage::Ok { .. }
+                | ServerMessage::Error { .. }
+                | ServerMessage::Peers { .. }
+                | ServerMessage::Peer { .. }
+        )
+    }
+
+    /// The message's `"type"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMessage::Ok { .. } => "ok",
+            ServerMessage::Error { .. } => "error",
+            ServerMessage::Peers { .. } => "peers",
+            ServerMessage::Peer { .. } => "peer",
+            ServerMessage::Introduction { .. } => "introduction",
+            ServerMessage::Session { .. } => "session",
+            ServerMessage::Declined { .. } => "declined",
+            ServerMessage::SessionEnded { .. } => "session_ended",
+        }
+    }
+}
+
+/// Why a frame's payload is not a signaling message.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SignalError {
+    /// Longer than [`MAX_SIGNAL_PAYLOAD`].
+    #[error("the message is {0} bytes long, more than {MAX_SIGNAL_PAYLOAD}")]
+    TooLarge(usize),
+    /// Not UTF-8 JSON of a known message (the text says what was wrong).
+    #[error("not a valid message: {0}")]
+    Malformed(String),
+}
+
+/// The JSON of `message`.
+pub fn encode<M: Serialize>(message: &M) -> Vec<u8> {
+    serde_json::to_vec(message).expect("signaling messages always serialise")
+}
+
+/// The message in `payload`, checked against [`MAX_SIGNAL_PAYLOAD`].
+pub fn decode<'a, M: Deserialize<'a>>(payload: &'a [u8]) -> Result<M, SignalError> {
+    if payload.len() > MAX_SIGNAL_PAYLOAD {
+        return Err(SignalError::TooLarge(payload.len()));
+    }
+    serde_json::from_slice(payload).map_err(|err| SignalError::Malformed(err.to_string()))
+}

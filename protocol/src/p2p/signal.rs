@@ -303,3 +303,349 @@ pub fn decode<'a, M: Deserialize<'a>>(payload: &'a [u8]) -> Result<M, SignalErro
     }
     serde_json::from_slice(payload).map_err(|err| SignalError::Malformed(err.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    fn key() -> SessionKey {
+        SessionKey::from_hex(KEY_HEX).expect("64 hex digits")
+    }
+
+    fn address() -> SocketAddr {
+        "127.0.0.1:5000".parse().expect("an address")
+    }
+
+    fn session_notice() -> ServerMessage {
+        ServerMessage::Session {
+            peer: "bob".into(),
+            address: address(),
+            key: key(),
+            session: 7,
+            role: Role::Initiator,
+        }
+    }
+
+    fn client_messages() -> Vec<ClientMessage> {
+        vec![
+            ClientMessage::Signup {
+                username: "alice".into(),
+                password: Password("s3cret".into()),
+            },
+            ClientMessage::Login {
+                username: "alice".into(),
+                password: Password("s3cret".into()),
+            },
+            ClientMessage::Logout,
+            ClientMessage::Announce {
+                address: "[::1]:6000".parse().expect("an address"),
+            },
+            ClientMessage::List,
+            ClientMessage::Query {
+                username: "bob".into(),
+            },
+            ClientMessage::State {
+                state: Presence::Away,
+            },
+            ClientMessage::Visibility {
+                visibility: Visibility::Everyone,
+            },
+            ClientMessage::Visibility {
+                visibility: Visibility::Nobody,
+            },
+            ClientMessage::Visibility {
+                visibility: Visibility::Allow(vec!["bob".into(), "carol".into()]),
+            },
+            ClientMessage::Connect {
+                username: "bob".into(),
+            },
+            ClientMessage::Accept {
+                from: "alice".into(),
+            },
+            ClientMessage::Decline {
+                from: "alice".into(),
+                reason: None,
+            },
+            ClientMessage::Decline {
+                from: "alice".into(),
+                reason: Some("busy".into()),
+            },
+            ClientMessage::Close,
+        ]
+    }
+
+    fn server_messages() -> Vec<ServerMessage> {
+        vec![
+            ServerMessage::Ok { re: "login".into() },
+            ServerMessage::Error {
+                re: Some("connect".into()),
+                message: "no such peer".into(),
+            },
+            ServerMessage::Error {
+                re: None,
+                message: "not JSON".into(),
+            },
+            ServerMessage::Peers {
+                peers: vec![
+                    PeerEntry {
+                        username: "bob".into(),
+                        state: PeerState::Available,
+                    },
+                    PeerEntry {
+                        username: "carol".into(),
+                        state: PeerState::Connected,
+                    },
+                ],
+            },
+            ServerMessage::Peers { peers: Vec::new() },
+            ServerMessage::Peer {
+                username: "bob".into(),
+                state: PeerState::Away,
+                address: address(),
+            },
+            ServerMessage::Introduction {
+                from: "alice".into(),
+            },
+            session_notice(),
+            ServerMessage::Session {
+                peer: "alice".into(),
+                address: address(),
+                key: key(),
+                session: u32::MAX,
+                role: Role::Acceptor,
+            },
+            ServerMessage::Declined {
+                peer: "bob".into(),
+                reason: "away".into(),
+            },
+            ServerMessage::SessionEnded {
+                peer: "bob".into(),
+                reason: "went offline".into(),
+            },
+        ]
+    }
+
+    fn json(bytes: &[u8]) -> &str {
+        std::str::from_utf8(bytes).expect("JSON is UTF-8")
+    }
+
+    fn malformed_client(text: &str) -> String {
+        match decode::<ClientMessage>(text.as_bytes()) {
+            Err(SignalError::Malformed(message)) => message,
+            other => panic!("{text} should be malformed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_client_message_round_trips() {
+        for message in client_messages() {
+            let wire = encode(&message);
+            let back: ClientMessage = decode(&wire).expect("decodes");
+            assert_eq!(back, message, "{}", json(&wire));
+            let value: serde_json::Value = serde_json::from_slice(&wire).expect("JSON");
+            assert_eq!(value["type"], message.kind());
+        }
+    }
+
+    #[test]
+    fn every_server_message_round_trips() {
+        for message in server_messages() {
+            let wire = encode(&message);
+            let back: ServerMessage = decode(&wire).expect("decodes");
+            assert_eq!(back, message, "{}", json(&wire));
+            let value: serde_json::Value = serde_json::from_slice(&wire).expect("JSON");
+            assert_eq!(value["type"], message.kind());
+        }
+    }
+
+    #[test]
+    fn client_json_is_exact() {
+        let login = ClientMessage::Login {
+            username: "alice".into(),
+            password: Password("pw".into()),
+        };
+        assert_eq!(
+            json(&encode(&login)),
+            r#"{"type":"login","username":"alice","password":"pw"}"#
+        );
+        let allow = ClientMessage::Visibility {
+            visibility: Visibility::Allow(vec!["bob".into()]),
+        };
+        assert_eq!(
+            json(&encode(&allow)),
+            r#"{"type":"visibility","visibility":{"allow":["bob"]}}"#
+        );
+        let nobody = ClientMessage::Visibility {
+            visibility: Visibility::Nobody,
+        };
+        assert_eq!(
+            json(&encode(&nobody)),
+            r#"{"type":"visibility","visibility":"nobody"}"#
+        );
+        assert_eq!(json(&encode(&ClientMessage::List)), r#"{"type":"list"}"#);
+        let decline = ClientMessage::Decline {
+            from: "alice".into(),
+            reason: None,
+        };
+        assert_eq!(
+            json(&encode(&decline)),
+            r#"{"type":"decline","from":"alice"}"#
+        );
+        let announce = ClientMessage::Announce { address: address() };
+        assert_eq!(
+            json(&encode(&announce)),
+            r#"{"type":"announce","address":"127.0.0.1:5000"}"#
+        );
+    }
+
+    #[test]
+    fn server_json_is_exact() {
+        let expected = format!(
+            r#"{{"type":"session","peer":"bob","address":"127.0.0.1:5000","key":"{KEY_HEX}","session":7,"role":"initiator"}}"#
+        );
+        assert_eq!(json(&encode(&session_notice())), expected);
+        let peers = ServerMessage::Peers {
+            peers: vec![PeerEntry {
+                username: "bob".into(),
+                state: PeerState::Away,
+            }],
+        };
+        assert_eq!(
+            json(&encode(&peers)),
+            r#"{"type":"peers","peers":[{"username":"bob","state":"away"}]}"#
+        );
+        let error = ServerMessage::Error {
+            re: None,
+            message: "bad".into(),
+        };
+        assert_eq!(
+            json(&encode(&error)),
+            r#"{"type":"error","re":null,"message":"bad"}"#
+        );
+    }
+
+    #[test]
+    fn an_error_without_re_decodes() {
+        let error: ServerMessage =
+            decode(br#"{"type":"error","message":"bad"}"#).expect("re is optional");
+        assert_eq!(
+            error,
+            ServerMessage::Error {
+                re: None,
+                message: "bad".into()
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_type_is_named() {
+        let message = malformed_client(r#"{"type":"fly","username":"alice"}"#);
+        assert!(message.contains("fly"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let message = malformed_client(r#"{"type":"login","username":"alice"}"#);
+        assert!(message.contains("missing field `password`"), "{message}");
+        let message = malformed_client(r#"{"username":"alice","password":"pw"}"#);
+        assert!(message.contains("type"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        let message = malformed_client(r#"{"type":"query","username":"bob","admin":true}"#);
+        assert!(message.contains("unknown field `admin`"), "{message}");
+        let message = malformed_client(r#"{"type":"connect","username":"bob","x":1}"#);
+        assert!(message.contains("unknown field `x`"), "{message}");
+    }
+
+    #[test]
+    fn wrong_values_are_named() {
+        let message = malformed_client(r#"{"type":"announce","address":"nowhere"}"#);
+        assert!(message.contains("address"), "{message}");
+        let message = malformed_client(r#"{"type":"state","state":"connected"}"#);
+        assert!(message.contains("connected"), "{message}");
+        let message = match decode::<ServerMessage>(
+            br#"{"type":"session","peer":"b","address":"127.0.0.1:1","key":"abc","session":1,"role":"initiator"}"#,
+        ) {
+            Err(SignalError::Malformed(message)) => message,
+            other => panic!("a short key should be malformed, got {other:?}"),
+        };
+        assert!(message.contains("64 hex digits"), "{message}");
+    }
+
+    #[test]
+    fn non_json_is_malformed() {
+        for garbage in [&b"hello"[..], b"", b"{", b"\xff\xfe", b"[1,2]", b"null"] {
+            let result = decode::<ClientMessage>(garbage);
+            match result {
+                Err(SignalError::Malformed(message)) => assert!(!message.is_empty()),
+                other => panic!("{garbage:?} should be malformed, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversize_is_too_large() {
+        let padding = " ".repeat(MAX_SIGNAL_PAYLOAD);
+        let oversize = format!(r#"{{"type":"list"}}{padding}"#);
+        let error = decode::<ClientMessage>(oversize.as_bytes()).expect_err("too large");
+        assert_eq!(error, SignalError::TooLarge(oversize.len()));
+        assert!(error.to_string().contains("16384"), "{error}");
+        let at_limit = format!(
+            r#"{{"type":"list"}}{}"#,
+            " ".repeat(MAX_SIGNAL_PAYLOAD - 15)
+        );
+        assert_eq!(at_limit.len(), MAX_SIGNAL_PAYLOAD);
+        assert_eq!(
+            decode::<ClientMessage>(at_limit.as_bytes()),
+            Ok(ClientMessage::List)
+        );
+    }
+
+    #[test]
+    fn debug_hides_passwords_and_keys() {
+        let login = ClientMessage::Login {
+            username: "alice".into(),
+            password: Password("hunter2-secret".into()),
+        };
+        let text = format!("{login:?}");
+        assert!(!text.contains("hunter2-secret"), "{text}");
+        assert!(text.contains("alice"), "{text}");
+        let text = format!("{:?}", session_notice());
+        assert!(!text.contains(KEY_HEX), "{text}");
+        assert!(!text.contains("000102030405"), "{text}");
+        assert!(text.contains("bob"), "{text}");
+    }
+
+    #[test]
+    fn visibility_allows() {
+        assert!(Visibility::Everyone.allows("anyone"));
+        assert!(!Visibility::Nobody.allows("bob"));
+        let list = Visibility::Allow(vec!["bob".into(), "carol".into()]);
+        assert!(list.allows("bob"));
+        assert!(list.allows("carol"));
+        assert!(!list.allows("dave"));
+        assert!(!list.allows("Bob"), "names are compared exactly");
+        assert!(!Visibility::Allow(Vec::new()).allows("bob"));
+    }
+
+    #[test]
+    fn replies_and_notices_are_told_apart() {
+        let replies: Vec<_> = server_messages()
+            .iter()
+            .filter(|message| message.is_reply())
+            .map(ServerMessage::kind)
+            .collect();
+        assert_eq!(replies, ["ok", "error", "error", "peers", "peers", "peer"]);
+    }
+
+    #[test]
+    fn peer_state_displays_as_on_the_wire() {
+        for state in [PeerState::Available, PeerState::Away, PeerState::Connected] {
+            assert_eq!(json(&encode(&state)), format!("\"{state}\""));
+        }
+    }
+}

@@ -1,5 +1,6 @@
-//! The receiver's files: a temporary file written at offsets in batches, hashed back from disk,
-//! flushed and renamed to a name that is free, never over an existing file.
+//! Received files, for the transfer's receiver and the peers' sessions: a temporary file
+//! written at offsets in batches, hashed back from disk, flushed and renamed to a name that is
+//! free, never over an existing file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -169,13 +170,15 @@ fn write_batch(file: &File, batch: &[(u64, Bytes)]) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `data` at `offset` of `file`. Blocking.
 #[cfg(unix)]
-fn write_at(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_at(file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(file, data, offset)
 }
 
+/// Writes `data` at `offset` of `file`. Blocking.
 #[cfg(not(unix))]
-fn write_at(mut file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_at(mut file: &File, offset: u64, data: &[u8]) -> io::Result<()> {
     use std::io::Write;
     file.seek(SeekFrom::Start(offset))?;
     file.write_all(data)

@@ -40,7 +40,7 @@ pub mod send;
 pub mod tally;
 
 mod control;
-mod files;
+pub(crate) mod files;
 
 pub use protocol::chat_transfer::{
     DEFAULT_DATAGRAM_PAYLOAD, DatagramCounts, MAX_DATAGRAM_PAYLOAD, Refusal, RefuseReason, Report,

@@ -1,6 +1,8 @@
-//! `cli chat ...`: the chat room of seed 003 (`serve`, `join`) and its TCP-versus-UDP file
-//! transfer (`transfer`).
+//! `cli chat ...`: the chat room of seed 003 (`serve`, `join`), its TCP-versus-UDP file
+//! transfer (`transfer`), and the peer-to-peer chat of seed 004 (`signal`, `peer`).
 
+mod p2p;
+mod peer_commands;
 mod room;
 mod transfer;
 
@@ -31,6 +33,23 @@ pub enum ChatCommand {
     /// task 3).
     #[command(subcommand)]
     Transfer(TransferCommand),
+    /// Serve the peer-to-peer chat's signaling server (seed 004) until Ctrl+C or SIGTERM.
+    ///
+    /// Peers sign up and log in (argon2-hashed passwords in DATA_DIR/accounts.json), announce
+    /// their UDP address, list and query each other within each one's visibility, and are
+    /// introduced with a fresh session key; the chat itself goes straight between the peers.
+    /// Frames are the room's 10-byte header, each holding one JSON message (docs/chat-p2p.md).
+    Signal(p2p::SignalArgs),
+    /// Be a peer of the peer-to-peer chat: log in to the signaling server, then talk, send
+    /// files and stream media straight to another peer over UDP, every datagram encrypted and
+    /// authenticated with the session's key.
+    ///
+    /// Type /help for the commands. With piped stdin it runs as a script: /connect waits for
+    /// the answer and /accept or /decline for an introduction before the next line; at the end
+    /// of the input it finishes its own transfers and stays until the other peer closes the
+    /// session. Received messages print as `USER > text`; received files are saved in
+    /// --download-dir under their own name.
+    Peer(p2p::PeerArgs),
 }
 
 /// Runs a chat subcommand.
@@ -39,5 +58,7 @@ pub fn run(command: ChatCommand) -> anyhow::Result<ExitCode> {
         ChatCommand::Serve(args) => room::serve(args),
         ChatCommand::Join(args) => room::join(args),
         ChatCommand::Transfer(command) => transfer::run(command),
+        ChatCommand::Signal(args) => p2p::serve_signal(args),
+        ChatCommand::Peer(args) => p2p::peer(args),
     }
 }

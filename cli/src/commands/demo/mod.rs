@@ -3,6 +3,7 @@
 mod addressbook;
 mod chat;
 mod forum;
+mod p2p;
 mod record;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
     runtime.block_on(chat::demo())?;
     println!();
     runtime.block_on(chat::transfer_demo())?;
+    println!();
+    runtime.block_on(p2p::demo())?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -30,16 +30,16 @@ fn client_kinds() -> Vec<&'static str> {
         match message {
             ClientMessage::Signup { .. }
             | ClientMessage::Login { .. }
-            | ClientMessage::Logout
+            | ClientMessage::Logout {}
             | ClientMessage::Announce { .. }
-            | ClientMessage::List
+            | ClientMessage::List {}
             | ClientMessage::Query { .. }
             | ClientMessage::State { .. }
             | ClientMessage::Visibility { .. }
             | ClientMessage::Connect { .. }
             | ClientMessage::Accept { .. }
             | ClientMessage::Decline { .. }
-            | ClientMessage::Close => {}
+            | ClientMessage::Close {} => {}
         }
     }
     let _ = covered;

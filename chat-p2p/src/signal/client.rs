@@ -211,7 +211,7 @@ impl SignalClient {
 
     /// Logs out (ending any session); the connection stays open.
     pub async fn logout(&self) -> Result<(), ClientError> {
-        self.expect_ok(ClientMessage::Logout).await
+        self.expect_ok(ClientMessage::Logout {}).await
     }
 
     /// Tells the server where this peer takes datagrams.
@@ -221,7 +221,7 @@ impl SignalClient {
 
     /// The peers visible to this one, by username.
     pub async fn list(&self) -> Result<Vec<PeerEntry>, ClientError> {
-        match self.request(ClientMessage::List).await? {
+        match self.request(ClientMessage::List {}).await? {
             ServerMessage::Peers { peers } => Ok(peers),
             other => Err(unexpected("list", other)),
         }
@@ -286,7 +286,7 @@ impl SignalClient {
 
     /// Ends this peer's session; the other peer is told.
     pub async fn close_session(&self) -> Result<(), ClientError> {
-        self.expect_ok(ClientMessage::Close).await
+        self.expect_ok(ClientMessage::Close {}).await
     }
 }
 

@@ -506,7 +506,7 @@ impl Connection {
                 self.sign_up(username, password.0).await
             }
             ClientMessage::Login { username, password } => self.log_in(username, password.0).await,
-            ClientMessage::Logout => self.log_out().await,
+            ClientMessage::Logout {} => self.log_out().await,
             ClientMessage::Announce { address } => {
                 self.as_user(re, |me, registry| match check_announced(address) {
                     Ok(()) => {
@@ -517,7 +517,7 @@ impl Connection {
                 })
                 .await
             }
-            ClientMessage::List => {
+            ClientMessage::List {} => {
                 self.as_user(re, |me, registry| {
                     let peers = fit_peers(registry.list(me));
                     Step::reply(ServerMessage::Peers { peers })
@@ -540,7 +540,7 @@ impl Connection {
             ClientMessage::Connect { username } => self.connect(&username).await,
             ClientMessage::Accept { from } => self.accept(&from).await,
             ClientMessage::Decline { from, reason } => self.decline(&from, reason).await,
-            ClientMessage::Close => self.close().await,
+            ClientMessage::Close {} => self.close().await,
         }
     }
 

@@ -110,8 +110,10 @@ pub enum ClientMessage {
         /// Its password.
         password: Password,
     },
-    /// Logs out, ending any session; the connection stays open.
-    Logout,
+    /// Logs out, ending any session; the connection stays open. (The field-less requests are
+    /// empty struct variants so that unknown fields are refused for them too: serde ignores
+    /// extra fields of a unit variant in an internally tagged enum.)
+    Logout {},
     /// Tells the server where this peer takes datagrams. A peer is listed only once it has.
     Announce {
         /// The address other peers send to (`"ip:port"`): the bound one, or a public one
@@ -119,7 +121,7 @@ pub enum ClientMessage {
         address: SocketAddr,
     },
     /// Asks for the peers visible to this one.
-    List,
+    List {},
     /// Asks for one peer's state and address.
     Query {
         /// The peer asked about.
@@ -154,7 +156,7 @@ pub enum ClientMessage {
         reason: Option<String>,
     },
     /// Ends this peer's session.
-    Close,
+    Close {},
 }
 
 impl ClientMessage {
@@ -163,16 +165,16 @@ impl ClientMessage {
         match self {
             ClientMessage::Signup { .. } => "signup",
             ClientMessage::Login { .. } => "login",
-            ClientMessage::Logout => "logout",
+            ClientMessage::Logout {} => "logout",
             ClientMessage::Announce { .. } => "announce",
-            ClientMessage::List => "list",
+            ClientMessage::List {} => "list",
             ClientMessage::Query { .. } => "query",
             ClientMessage::State { .. } => "state",
             ClientMessage::Visibility { .. } => "visibility",
             ClientMessage::Connect { .. } => "connect",
             ClientMessage::Accept { .. } => "accept",
             ClientMessage::Decline { .. } => "decline",
-            ClientMessage::Close => "close",
+            ClientMessage::Close {} => "close",
         }
     }
 }
@@ -338,11 +340,11 @@ mod tests {
                 username: "alice".into(),
                 password: Password("s3cret".into()),
             },
-            ClientMessage::Logout,
+            ClientMessage::Logout {},
             ClientMessage::Announce {
                 address: "[::1]:6000".parse().expect("an address"),
             },
-            ClientMessage::List,
+            ClientMessage::List {},
             ClientMessage::Query {
                 username: "bob".into(),
             },
@@ -372,7 +374,7 @@ mod tests {
                 from: "alice".into(),
                 reason: Some("busy".into()),
             },
-            ClientMessage::Close,
+            ClientMessage::Close {},
         ]
     }
 
@@ -484,7 +486,7 @@ mod tests {
             json(&encode(&nobody)),
             r#"{"type":"visibility","visibility":"nobody"}"#
         );
-        assert_eq!(json(&encode(&ClientMessage::List)), r#"{"type":"list"}"#);
+        assert_eq!(json(&encode(&ClientMessage::List {})), r#"{"type":"list"}"#);
         let decline = ClientMessage::Decline {
             from: "alice".into(),
             reason: None,
@@ -559,6 +561,10 @@ mod tests {
         assert!(message.contains("unknown field `admin`"), "{message}");
         let message = malformed_client(r#"{"type":"connect","username":"bob","x":1}"#);
         assert!(message.contains("unknown field `x`"), "{message}");
+        for kind in ["logout", "list", "close"] {
+            let message = malformed_client(&format!(r#"{{"type":"{kind}","x":1}}"#));
+            assert!(message.contains("unknown field `x`"), "{kind}: {message}");
+        }
     }
 
     #[test]
@@ -601,7 +607,7 @@ mod tests {
         assert_eq!(at_limit.len(), MAX_SIGNAL_PAYLOAD);
         assert_eq!(
             decode::<ClientMessage>(at_limit.as_bytes()),
-            Ok(ClientMessage::List)
+            Ok(ClientMessage::List {})
         );
     }
 

@@ -3,6 +3,7 @@
 //! signaling server that introduces peers ([`signal`]) and peers that talk directly over UDP
 //! ([`peer`]).
 
+mod connection_io;
 pub mod peer;
 pub mod room;
 pub mod signal;

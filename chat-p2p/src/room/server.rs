@@ -21,22 +21,17 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use protocol::chat::{ChatError, ChatFrame, ChatFrameCodec, DEFAULT_MAX_PAYLOAD};
 use server_kit::{ConnectionLimit, accept_refusing};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::timeout;
-use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::names::{SERVER_NAME, check_username};
-
-/// Bytes of relay frames written to a socket in one system call at most.
-const WRITE_BATCH: usize = 64 * 1024;
-/// Bytes a connection's read buffer starts with: an idle client costs little.
-const INITIAL_READ_BUFFER: usize = 256;
+use crate::connection_io::{FrameReader, write_outbox};
 
 /// How the room runs.
 #[derive(Debug, Clone)]
@@ -283,27 +278,6 @@ fn server_message(text: &str) -> Bytes {
     relay_frame(&name, &message)
 }
 
-/// The reading half of a client connection, with its buffer (kept across cancelled reads).
-struct FrameReader {
-    read: OwnedReadHalf,
-    buffer: BytesMut,
-    codec: ChatFrameCodec,
-}
-
-impl FrameReader {
-    /// The next frame; `None` when the client closed its side between frames.
-    async fn next(&mut self) -> Result<Option<ChatFrame>, ChatError> {
-        loop {
-            if let Some(frame) = self.codec.decode(&mut self.buffer)? {
-                return Ok(Some(frame));
-            }
-            if self.read.read_buf(&mut self.buffer).await? == 0 {
-                return self.codec.decode_eof(&mut self.buffer);
-            }
-        }
-    }
-}
-
 /// Why a client's session ended.
 enum Ending {
     /// The client closed its side.
@@ -318,11 +292,7 @@ enum Ending {
 
 async fn serve_client(stream: TcpStream, peer: SocketAddr, room: Arc<Room>) {
     let (read, mut write) = stream.into_split();
-    let mut reader = FrameReader {
-        read,
-        buffer: BytesMut::with_capacity(INITIAL_READ_BUFFER),
-        codec: ChatFrameCodec::new(room.config.max_payload),
-    };
+    let mut reader = FrameReader::new(read, ChatFrameCodec::new(room.config.max_payload));
     let Some((name, joined)) = take_username(&mut reader, &mut write, peer, &room).await else {
         return;
     };
@@ -364,7 +334,7 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, room: Arc<Room>) {
 /// Reads the client's first frame and joins it to the room; on any refusal the client is told
 /// why (as a message from [`SERVER_NAME`]) and `None` returned.
 async fn take_username(
-    reader: &mut FrameReader,
+    reader: &mut FrameReader<ChatFrameCodec>,
     write: &mut OwnedWriteHalf,
     peer: SocketAddr,
     room: &Room,
@@ -414,7 +384,7 @@ async fn refuse_full(mut stream: TcpStream, peer: SocketAddr, max: usize) {
 /// Relays the client's messages until it quits, breaks the framing, is dropped or the room
 /// closes. Empty frames are ignored.
 async fn read_messages(
-    reader: &mut FrameReader,
+    reader: &mut FrameReader<ChatFrameCodec>,
     id: u64,
     name: &str,
     room: &Room,
@@ -439,39 +409,5 @@ async fn read_messages(
             Ok(None) => return Ending::Quit,
             Err(err) => return Ending::Broken(err),
         }
-    }
-}
-
-/// Writes relay frames to the client, several per system call, until its outbox closes and is
-/// drained; a dropped client's frames are abandoned at once.
-async fn write_outbox(
-    write: &mut OwnedWriteHalf,
-    mut outbox: mpsc::Receiver<Bytes>,
-    dropped: &CancellationToken,
-) {
-    let mut batch = BytesMut::new();
-    loop {
-        let first = tokio::select! {
-            first = outbox.recv() => first,
-            () = dropped.cancelled() => return,
-        };
-        let Some(first) = first else {
-            return;
-        };
-        batch.extend_from_slice(&first);
-        while batch.len() < WRITE_BATCH {
-            match outbox.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
-            }
-        }
-        let written = tokio::select! {
-            written = write.write_all(&batch) => written,
-            () = dropped.cancelled() => return,
-        };
-        if written.is_err() {
-            return; // the client is gone; its reader will see it too
-        }
-        batch.clear();
     }
 }

@@ -29,18 +29,18 @@ use protocol::p2p::signal::{
 };
 use server_kit::password;
 use server_kit::{ConnectionLimit, accept_refusing};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::timeout;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 use super::accounts::{self, Account};
 use super::registry::{Leaving, Link, Notice, Refusal, Registry, Timer};
+use crate::connection_io::{FrameReader, write_outbox};
 use crate::room::names::check_username;
 
 /// The longest password, in bytes.
@@ -49,8 +49,6 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 pub const MAX_REASON_BYTES: usize = 1024;
 /// The longest text of a decoding error passed back to a peer, in bytes.
 const MAX_ERROR_TEXT: usize = 512;
-/// Bytes of frames written to a socket in one system call at most.
-const WRITE_BATCH: usize = 64 * 1024;
 /// What the server tells a connection past `max_connections`.
 pub const SERVER_FULL: &str = "the server is full";
 
@@ -289,27 +287,6 @@ async fn refuse_full(mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.shutdown().await;
 }
 
-/// The reading half of a connection, with its buffer (kept across cancelled reads).
-struct FrameReader {
-    read: OwnedReadHalf,
-    buffer: BytesMut,
-    codec: ChatCodec,
-}
-
-impl FrameReader {
-    /// The next payload; `None` when the peer closed its side between frames.
-    async fn next(&mut self) -> Result<Option<Bytes>, ChatError> {
-        loop {
-            if let Some(payload) = self.codec.decode(&mut self.buffer)? {
-                return Ok(Some(payload));
-            }
-            if self.read.read_buf(&mut self.buffer).await? == 0 {
-                return self.codec.decode_eof(&mut self.buffer);
-            }
-        }
-    }
-}
-
 /// Why a connection ended.
 enum Ending {
     /// The peer closed its side.
@@ -328,11 +305,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, server: Arc<Serve
     let (read, mut write) = stream.into_split();
     let (outbox, receiver) = mpsc::channel(server.config.outbox_frames.max(2));
     let dropped = CancellationToken::new();
-    let mut reader = FrameReader {
-        read,
-        buffer: BytesMut::with_capacity(256),
-        codec: ChatCodec::new(server.config.max_payload),
-    };
+    let mut reader = FrameReader::new(read, ChatCodec::new(server.config.max_payload));
     let connection = Connection {
         server,
         id,
@@ -352,40 +325,6 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, server: Arc<Serve
         let _ = write.shutdown().await;
     }
     debug!(%peer, conn = id, "connection closed");
-}
-
-/// Writes the outbox's frames, several per system call, until it closes and is drained; a
-/// dropped connection's frames are abandoned at once.
-async fn write_outbox(
-    write: &mut OwnedWriteHalf,
-    mut outbox: mpsc::Receiver<Bytes>,
-    dropped: &CancellationToken,
-) {
-    let mut batch = BytesMut::new();
-    loop {
-        let first = tokio::select! {
-            first = outbox.recv() => first,
-            () = dropped.cancelled() => return,
-        };
-        let Some(first) = first else {
-            return;
-        };
-        batch.extend_from_slice(&first);
-        while batch.len() < WRITE_BATCH {
-            match outbox.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
-            }
-        }
-        let written = tokio::select! {
-            written = write.write_all(&batch) => written,
-            () = dropped.cancelled() => return,
-        };
-        if written.is_err() {
-            return; // the peer is gone; the reader sees it too
-        }
-        batch.clear();
-    }
 }
 
 /// A request could not be answered: the connection was dropped or the server is closing.
@@ -444,7 +383,7 @@ struct Connection {
 impl Connection {
     /// Answers requests until the peer leaves, breaks the framing, is dropped or the server
     /// closes.
-    async fn read_requests(&mut self, reader: &mut FrameReader) -> Ending {
+    async fn read_requests(&mut self, reader: &mut FrameReader<ChatCodec>) -> Ending {
         loop {
             let next = tokio::select! {
                 next = reader.next() => next,

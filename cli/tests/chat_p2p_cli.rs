@@ -304,3 +304,29 @@ fn mistakes_are_answered_on_stderr_and_the_peer_goes_on() {
         ],
     );
 }
+
+#[test]
+fn the_demo_shows_the_peer_to_peer_chat() {
+    let part = integration_tests::process::demo_part(CLI, "== Peer-to-peer chat (seed 004)");
+    assert_in_order(
+        &part,
+        &[
+            r#"sent     b'15        {"type":"list"}'"#,
+            r#"received b'53        {"type":"error","re":"list","message":"log in first"}'"#,
+            "bob's list: alice (available), carol (away)",
+            "carol's list: bob (available)",
+            "carol queries alice: no peer named alice is online",
+            "declined by the server for carol: carol is away",
+            "alice: session with bob at 127.0.0.1:",
+            "bob prints: alice > hi bob, over UDP",
+            "alice prints: bob > hi alice",
+            "bob saved slides.pdf, SHA-256 verified and identical",
+            "1 forged, 0 replayed, 0 foreign",
+            "alice gets the same report back",
+            "alice: session ended: we closed the session",
+            "bob: session ended: the other peer closed the session",
+            "bob's list now: alice (available), carol (available)",
+            "signaling server stopped",
+        ],
+    );
+}

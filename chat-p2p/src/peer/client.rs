@@ -3,8 +3,9 @@
 //!
 //! [`PeerClient::next_event`] merges what the signaling server pushes (introductions, refusals,
 //! sessions, their ends) with the current session's events. A `session` notice starts the
-//! session on the UDP socket at once; its end, from either side, is told to the server so both
-//! peers show as available again. The requests (`login`, `connect`, `accept`, ...) are the
+//! session on the UDP socket at once. Its end is told to the server, so that both peers show as
+//! available again, by the peer that closed it, or by one whose partner vanished or broke the
+//! protocol; when the server says the partner left, the session ends at once with its words. The requests (`login`, `connect`, `accept`, ...) are the
 //! signaling client's, plus the session's own (`send_text`, `send_file`, `stream_file`).
 
 use std::collections::VecDeque;
@@ -22,7 +23,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::session::{
-    FileTicket, Session, SessionConfig, SessionError, SessionEvent, SessionParams, StreamTicket,
+    FileTicket, Session, SessionConfig, SessionEnd, SessionError, SessionEvent, SessionParams,
+    StreamTicket,
 };
 use crate::signal::client::{ClientError, PeerInfo, SignalClient};
 
@@ -457,25 +459,30 @@ impl PeerClient {
         }
     }
 
-    /// The server says the session is over: close ours in the background (the partner acked
-    /// what it got before it told the server, so nothing in flight is cut).
+    /// The server says the session is over. If the other peer closed it, its close reached us
+    /// first (it waits for our acknowledgement before telling the server), so ours is over or
+    /// about to be; if it logged out or vanished, nothing more will come: end ours at once,
+    /// with the server's words.
     fn on_partner_left(&mut self, peer: String, reason: String) -> Option<PeerEvent> {
         let current = self
             .current
             .as_mut()
             .filter(|current| current.peer == peer)?;
         current.server_knows_over = true;
-        let session = Arc::clone(&current.session);
-        tokio::spawn(async move { session.close().await });
+        current.session.abandon(reason.clone());
         Some(PeerEvent::PartnerLeft { peer, reason })
     }
 
     fn on_session_event(&mut self, event: SessionEvent) -> Option<PeerEvent> {
         let current = self.current.as_ref()?;
         let peer = current.peer.clone();
-        if matches!(event, SessionEvent::Ended { .. }) {
+        if let SessionEvent::Ended { reason } = &event {
             let ended = self.current.take()?;
-            if !ended.server_knows_over {
+            // A peer that closes tells the server itself once we acknowledged its close; our
+            // telling it too could arrive late and end a session begun since. Otherwise (the
+            // peer vanished, the session broke) the server must hear it from us.
+            let peer_tells = *reason == SessionEnd::ClosedByPeer;
+            if !ended.server_knows_over && !peer_tells {
                 let signal = Arc::clone(&self.signal);
                 tokio::spawn(async move {
                     if let Err(err) = signal.close_session().await {

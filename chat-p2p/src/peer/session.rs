@@ -254,6 +254,9 @@ pub enum SessionEnd {
     PeerVanished(String),
     /// The session broke: the peer broke the protocol, or never answered (the text says what).
     Failed(String),
+    /// The signaling server said the peer left (its words: `bob went offline`); nothing was
+    /// waited for.
+    Left(String),
 }
 
 impl fmt::Display for SessionEnd {
@@ -263,6 +266,7 @@ impl fmt::Display for SessionEnd {
             SessionEnd::ClosedByPeer => f.write_str("the other peer closed the session"),
             SessionEnd::PeerVanished(peer) => write!(f, "{peer} stopped answering"),
             SessionEnd::Failed(reason) => write!(f, "the session failed: {reason}"),
+            SessionEnd::Left(words) => f.write_str(words),
         }
     }
 }
@@ -331,7 +335,7 @@ pub struct Session {
     peer: String,
     config: SessionConfig,
     commands: mpsc::Sender<Command>,
-    close: mpsc::Sender<()>,
+    close: mpsc::Sender<Option<SessionEnd>>,
     stream_chunks: mpsc::Sender<Vec<u8>>,
     ended: watch::Receiver<bool>,
     shared: Arc<Shared>,
@@ -452,10 +456,17 @@ impl Session {
     /// [`SessionEvent::Ended`] was given, or after `close_timeout`.
     pub async fn close(&self) {
         // A full channel means a close is already asked for.
-        let _ = self.close.try_send(());
+        let _ = self.close.try_send(None);
         let mut ended = self.ended.clone();
         let wait = ended.wait_for(|ended| *ended);
         let _ = tokio::time::timeout(self.config.close_timeout + CLOSE_MARGIN, wait).await;
+    }
+
+    /// Ends the session at once, as [`SessionEnd::Left`] with `words`: for when the signaling
+    /// server says the peer is gone, so no acknowledgement will come. Transfers in progress
+    /// fail with those words.
+    pub fn abandon(&self, words: String) {
+        let _ = self.close.try_send(Some(SessionEnd::Left(words)));
     }
 
     /// The session's counters as of the driver's latest step.

@@ -69,8 +69,8 @@ pub(super) enum Rejected {
 pub(super) struct Handles {
     /// Messages to send.
     pub(super) commands: mpsc::Sender<Command>,
-    /// A graceful close.
-    pub(super) close: mpsc::Sender<()>,
+    /// A graceful close (`None`), or an end at once for the reason given.
+    pub(super) close: mpsc::Sender<Option<SessionEnd>>,
     /// Stream chunks (chunk header and payload) to seal and send.
     pub(super) stream_chunks: mpsc::Sender<Vec<u8>>,
     /// What happens.
@@ -85,7 +85,7 @@ struct Channels {
     commands: mpsc::Receiver<Command>,
     /// Whether the handle and every task holding a command sender are still there.
     commands_open: bool,
-    close: mpsc::Receiver<()>,
+    close: mpsc::Receiver<Option<SessionEnd>>,
     stream_chunks: mpsc::Receiver<Vec<u8>>,
     verdicts: mpsc::Receiver<Verdict>,
     ended: watch::Sender<bool>,
@@ -153,7 +153,8 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
 ) -> Handles {
     let (commands_tx, commands) = mpsc::channel(COMMAND_QUEUE);
-    let (close_tx, close) = mpsc::channel(1);
+    // Room for a graceful close and an end at once after it.
+    let (close_tx, close) = mpsc::channel(2);
     let (stream_tx, stream_chunks) = mpsc::channel(STREAM_QUEUE);
     let (events_tx, events) = mpsc::channel(config.events.max(1));
     let (ended_tx, ended) = watch::channel(false);
@@ -236,7 +237,10 @@ impl Driver {
                         }
                     }
                 }
-                Some(()) = ch.close.recv() => self.request_close(),
+                Some(request) = ch.close.recv() => match request {
+                    None => self.request_close(),
+                    Some(end) => self.end(end),
+                },
                 Some(chunk) = ch.stream_chunks.recv() => self.send_stream_chunk(&chunk).await,
                 Some(verdict) = ch.verdicts.recv() => self.on_verdict(verdict),
                 permit = events.reserve_owned(), if !self.outbox.is_empty() => match permit {

@@ -121,6 +121,10 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
 pub fn peer(args: PeerArgs) -> anyhow::Result<ExitCode> {
     logging::init("warn");
     let peer_timeout = seconds(args.peer_timeout, "--peer-timeout")?;
+    anyhow::ensure!(
+        peer_timeout >= Duration::from_millis(500),
+        "--peer-timeout must be at least 0.5 seconds"
+    );
     runtime()?.block_on(async {
         let signal = resolve(args.signal.as_str(), &args.signal).await?;
         let public_addr = match &args.public_addr {
@@ -209,10 +213,8 @@ impl PeerApp {
                 Input::Line(Some(line)) => self.on_line(&line).await,
                 Input::Line(None) => self.input_open = false,
                 Input::Event(Some(event)) => self.on_event(event).await,
-                Input::Event(None) => {
-                    say("Lost the signaling server.");
-                    return Ok(ExitCode::from(1));
-                }
+                // The signaling connection is gone (already said) and so is any session.
+                Input::Event(None) => return Ok(ExitCode::from(1)),
             }
         }
         self.client.quit().await;

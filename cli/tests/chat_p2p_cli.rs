@@ -330,3 +330,22 @@ fn the_demo_shows_the_peer_to_peer_chat() {
         ],
     );
 }
+
+#[test]
+fn a_peer_says_when_the_signaling_server_is_gone_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut signal = Signal::start(&dir.path().join("signal"));
+    let mut dana = Peer::start(&signal, dir.path(), "dana");
+    dana.type_lines("/signup\n");
+    dana.wait_for("Logged in as dana");
+    signal.child.kill().unwrap();
+    let _ = signal.child.wait();
+    dana.wait_for("Lost the signaling server.");
+    let (code, out, _) = dana.finish();
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        out.matches("Lost the signaling server.").count(),
+        1,
+        "{out}"
+    );
+}

@@ -12,8 +12,8 @@
 //! Ours adds, without changing those bytes: a username must be 1 to 32 bytes of UTF-8 without
 //! control characters and not taken (a refusal comes as a message from the user `server`, then
 //! the connection closes); a frame over the limit or with a bad header closes its sender only; a
-//! client that stops reading is dropped once its bounded outbox fills, without slowing anyone
-//! else; with `announce`, joins and leaves are told as messages from `server`.
+//! client that stops reading slows the others for `stall_timeout` at most (its bounded outbox is
+//! full), then is dropped; with `announce`, joins and leaves are told as messages from `server`.
 
 pub mod client;
 pub mod names;

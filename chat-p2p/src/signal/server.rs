@@ -4,7 +4,7 @@
 //! Each connection is one task that reads requests and answers them one at a time, in order,
 //! beside a writer that sends its outbox (a bounded queue of ready-made frames) in batches. A
 //! request's effect, its reply and the notices it causes happen in one step under the
-//! registry's lock ([`super::registry`]), so every peer sees events in the order they happened
+//! registry's lock (`registry`), so every peer sees events in the order they happened
 //! and a requester always gets its reply before the notices the request caused. The reply
 //! waits for room in its own outbox (a client that sends faster than it reads is slowed
 //! down); a notice for another peer never waits: a peer whose outbox is full has stopped

@@ -103,6 +103,8 @@ use bytes::{Buf, BufMut, BytesMut};
 use thiserror::Error;
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::fields::{FieldReader, TooShort};
+
 /// The protocol version carried in [`Announce`].
 pub const VERSION: u8 = 1;
 /// Bytes of a control frame's header: kind and body length.
@@ -732,7 +734,7 @@ fn put_short_string(out: &mut Vec<u8>, what: &str, text: &str) -> Result<(), Str
 }
 
 fn decode_body(kind: u8, body: &[u8]) -> Result<Control, String> {
-    let mut reader = Reader(body);
+    let mut reader = Reader(FieldReader::new(body));
     let frame = match kind {
         KIND_ANNOUNCE => Control::Announce(decode_announce(&mut reader)?),
         KIND_DONE => Control::Done(Done {
@@ -814,46 +816,36 @@ fn decode_report(reader: &mut Reader<'_>) -> Result<Report, String> {
     })
 }
 
-/// Reads big-endian fields off a body, failing (never panicking) when it runs short.
-struct Reader<'a>(&'a [u8]);
+/// The fields of a control frame's body: [`FieldReader`]'s, plus its strings and digest.
+struct Reader<'a>(FieldReader<'a>);
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.0.len() < n {
-            return Err(format!(
-                "the body ends early ({} bytes left, {n} needed)",
-                self.0.len()
-            ));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
+impl<'a> std::ops::Deref for Reader<'a> {
+    type Target = FieldReader<'a>;
+
+    fn deref(&self) -> &FieldReader<'a> {
+        &self.0
     }
+}
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let mut array = [0; N];
-        array.copy_from_slice(self.take(N)?);
-        Ok(array)
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
+}
 
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.array::<1>()?[0])
+/// A body too short for its fields, in the words of this format's errors.
+impl From<TooShort> for String {
+    fn from(short: TooShort) -> String {
+        format!(
+            "the body ends early ({} bytes left, {} needed)",
+            short.left, short.needed
+        )
     }
+}
 
-    fn u16(&mut self) -> Result<u16, String> {
-        self.array().map(u16::from_be_bytes)
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        self.array().map(u32::from_be_bytes)
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        self.array().map(u64::from_be_bytes)
-    }
-
+impl Reader<'_> {
     fn digest(&mut self) -> Result<Digest, String> {
-        self.array()
+        Ok(self.array()?)
     }
 
     fn string(&mut self, len: usize, what: &str) -> Result<String, String> {
@@ -867,10 +859,9 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(&self) -> Result<(), String> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} bytes after the last field", self.0.len()))
+        match self.remaining() {
+            0 => Ok(()),
+            left => Err(format!("{left} bytes after the last field")),
         }
     }
 }

@@ -17,6 +17,7 @@
 pub mod addressbook;
 pub mod chat;
 pub mod chat_transfer;
+mod fields;
 pub mod forum;
 pub mod framed;
 pub mod p2p;

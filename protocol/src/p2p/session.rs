@@ -28,6 +28,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::chat_transfer::check_file_name;
+use crate::fields::{FieldReader, TooShort};
 
 use super::stream::StreamReport;
 
@@ -250,7 +251,7 @@ impl SessionMessage {
     /// [`MAX_REASON_BYTES`], names checked with [`check_file_name`], UTF-8 checked. A
     /// `file_chunk`'s data is a zero-copy slice of `message`; trailing bytes are an error.
     pub fn decode(message: Bytes) -> Result<SessionMessage, SessionMessageError> {
-        let mut reader = Reader::new(message);
+        let mut reader = Reader::new(&message);
         let decoded = match reader.u8()? {
             CHAT => SessionMessage::Chat {
                 text: reader.string("text", MAX_TEXT_BYTES)?,
@@ -345,59 +346,42 @@ fn put_data(out: &mut BytesMut, data: &[u8]) {
     out.put_slice(&data[..len as usize]);
 }
 
-/// Reads fields from the front of a message, failing with
-/// [`SessionMessageError::Truncated`] when the message runs out.
-struct Reader {
-    /// The whole message.
-    message: Bytes,
-    /// Where the next field starts.
-    pos: usize,
+/// The fields of a session message: [`FieldReader`]'s, plus its strings, flags and zero-copy
+/// data.
+struct Reader<'a> {
+    /// The whole message, which `data` slices without copying.
+    message: &'a Bytes,
+    fields: FieldReader<'a>,
 }
 
-impl Reader {
+impl<'a> std::ops::Deref for Reader<'a> {
+    type Target = FieldReader<'a>;
+
+    fn deref(&self) -> &FieldReader<'a> {
+        &self.fields
+    }
+}
+
+impl std::ops::DerefMut for Reader<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.fields
+    }
+}
+
+/// A message too short for its fields.
+impl From<TooShort> for SessionMessageError {
+    fn from(_: TooShort) -> SessionMessageError {
+        SessionMessageError::Truncated
+    }
+}
+
+impl<'a> Reader<'a> {
     /// A reader at the start of `message`.
-    fn new(message: Bytes) -> Reader {
-        Reader { message, pos: 0 }
-    }
-
-    /// The next `len` bytes, zero-copy.
-    fn take(&mut self, len: usize) -> Result<Bytes, SessionMessageError> {
-        let end = self
-            .pos
-            .checked_add(len)
-            .filter(|end| *end <= self.message.len())
-            .ok_or(SessionMessageError::Truncated)?;
-        let taken = self.message.slice(self.pos..end);
-        self.pos = end;
-        Ok(taken)
-    }
-
-    /// The next `N` bytes as an array.
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], SessionMessageError> {
-        let bytes = self.take(N)?;
-        let mut array = [0; N];
-        array.copy_from_slice(&bytes);
-        Ok(array)
-    }
-
-    /// A byte.
-    fn u8(&mut self) -> Result<u8, SessionMessageError> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    /// A big-endian u16.
-    fn u16(&mut self) -> Result<u16, SessionMessageError> {
-        Ok(u16::from_be_bytes(self.array()?))
-    }
-
-    /// A big-endian u32.
-    fn u32(&mut self) -> Result<u32, SessionMessageError> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-
-    /// A big-endian u64.
-    fn u64(&mut self) -> Result<u64, SessionMessageError> {
-        Ok(u64::from_be_bytes(self.array()?))
+    fn new(message: &'a Bytes) -> Reader<'a> {
+        Reader {
+            message,
+            fields: FieldReader::new(message),
+        }
     }
 
     /// A byte that is 0 (false) or 1 (true).
@@ -428,18 +412,17 @@ impl Reader {
     fn data(&mut self, field: &str, max: usize) -> Result<Bytes, SessionMessageError> {
         let len = usize::try_from(self.u32()?).unwrap_or(usize::MAX);
         check_len(field, len, max)?;
-        self.take(len)
+        let data = self.take(len)?;
+        Ok(self.message.slice_ref(data))
     }
 
     /// Fails if bytes are left after the last field.
     fn finish(self) -> Result<(), SessionMessageError> {
-        let left = self.message.len() - self.pos;
-        if left == 0 {
-            Ok(())
-        } else {
-            Err(invalid(format!(
+        match self.remaining() {
+            0 => Ok(()),
+            left => Err(invalid(format!(
                 "{left} bytes after the message's last field"
-            )))
+            ))),
         }
     }
 }

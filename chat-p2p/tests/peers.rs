@@ -7,7 +7,6 @@
 //! Every wait is bounded by [`PATIENCE`] and fails with what the peer heard meanwhile.
 
 use std::fmt::Debug;
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -17,12 +16,12 @@ use chat_p2p::peer::{
     SessionEvent,
 };
 use chat_p2p::signal::{ClientError, SignalConfig};
+use integration_tests::RunningServer;
 use protocol::p2p::secure::Role;
 use protocol::p2p::signal::{PeerState, Presence, Visibility};
 use server_kit::lossy_relay::LossyRelay;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 /// How long a test waits for any one thing that should happen (a hang guard, not a speed check).
@@ -37,8 +36,7 @@ const DOOMED_FILE: usize = 30 * 1024 * 1024;
 /// A signaling server on a loopback port, its accounts in a folder of its own.
 struct Signal {
     addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<io::Result<()>>,
+    server: RunningServer,
     _data: tempfile::TempDir,
 }
 
@@ -50,28 +48,19 @@ impl Signal {
             failed_login_delay: Duration::from_millis(50),
             ..SignalConfig::default()
         };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        let task = tokio::spawn(chat_p2p::signal::run(listener, config, shutdown));
+        let server = RunningServer::start(|listener, shutdown| {
+            chat_p2p::signal::run(listener, config, shutdown)
+        })
+        .await;
         Signal {
-            addr,
-            stop,
-            task,
+            addr: server.addr,
+            server,
             _data: data,
         }
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        timeout(PATIENCE, self.task)
-            .await
-            .expect("the signaling server stops in time")
-            .expect("the server task does not panic")
-            .expect("the server returns Ok");
+        self.server.stop().await;
     }
 }
 

@@ -9,19 +9,18 @@
 //! tasks, so nothing else orders them, and the server produces that notice in the same step
 //! that takes the peer offline.
 
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chat_p2p::signal::{ClientError, SignalClient, SignalConfig};
+use integration_tests::RunningServer;
 use protocol::p2p::secure::Role;
 use protocol::p2p::signal::{PeerEntry, PeerState, Presence, ServerMessage, Visibility};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 /// How long a test waits for anything that should happen promptly.
@@ -32,32 +31,9 @@ const PASSWORD: &str = "correct horse battery";
 const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(200);
 
 /// A signaling server on a loopback port.
-struct Server {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<io::Result<()>>,
-}
-
-impl Server {
-    async fn start(config: SignalConfig) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        let task = tokio::spawn(chat_p2p::signal::run(listener, config, shutdown));
-        Server { addr, stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        timeout(PATIENCE, self.task)
-            .await
-            .expect("the server stops in time")
-            .expect("the server task does not panic")
-            .expect("the server returns Ok");
-    }
+async fn start_server(config: SignalConfig) -> RunningServer {
+    RunningServer::start(|listener, shutdown| chat_p2p::signal::run(listener, config, shutdown))
+        .await
 }
 
 fn config(dir: &Path) -> SignalConfig {
@@ -183,7 +159,7 @@ fn error(re: Option<&str>, message: &str) -> Value {
 #[tokio::test]
 async fn accounts_survive_a_restart_and_hold_no_password() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let (alice, _notices) = connect(server.addr).await;
     alice.signup("alice", PASSWORD).await.unwrap();
     alice.login("alice", PASSWORD).await.unwrap();
@@ -198,7 +174,7 @@ async fn accounts_survive_a_restart_and_hold_no_password() {
     let stored: Value = serde_json::from_str(&file).unwrap();
     assert_eq!(stored["alice"]["visibility"], json!({"allow": ["bob"]}));
 
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let (alice, _alice_notices) = connect(server.addr).await;
     assert_eq!(
         refusal(alice.login("alice", "wrong").await),
@@ -240,7 +216,7 @@ async fn a_damaged_accounts_file_stops_the_server_naming_the_file() {
 #[tokio::test]
 async fn sign_up_refuses_taken_and_bad_names_and_passwords_and_does_not_log_in() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let (client, _notices) = connect(server.addr).await;
     client.signup("alice", PASSWORD).await.unwrap();
     let cases = [
@@ -276,7 +252,7 @@ async fn sign_up_refuses_taken_and_bad_names_and_passwords_and_does_not_log_in()
 #[tokio::test]
 async fn an_account_has_one_live_log_in_freed_when_its_connection_drops() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let mut alice = Peer::join(server.addr, "alice", 4001).await;
     let mut bob = Peer::join(server.addr, "bob", 4002).await;
     let (second, _notices) = connect(server.addr).await;
@@ -308,7 +284,7 @@ async fn an_account_has_one_live_log_in_freed_when_its_connection_drops() {
 #[tokio::test]
 async fn failed_log_ins_slow_down_and_reconnecting_does_not_reset_the_count() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let (first, _notices) = connect(server.addr).await;
     first.signup("alice", PASSWORD).await.unwrap();
 
@@ -340,7 +316,7 @@ async fn failed_log_ins_slow_down_and_reconnecting_does_not_reset_the_count() {
 #[tokio::test]
 async fn nothing_but_sign_up_and_log_in_before_logging_in() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let (client, _notices) = connect(server.addr).await;
     let address: SocketAddr = "127.0.0.1:4000".parse().unwrap();
     let answers = [
@@ -364,7 +340,7 @@ async fn nothing_but_sign_up_and_log_in_before_logging_in() {
 #[tokio::test]
 async fn announce_needs_a_specific_ip_and_port_and_may_be_repeated() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let (alice, _notices) = connect(server.addr).await;
     alice.signup("alice", PASSWORD).await.unwrap();
     alice.login("alice", PASSWORD).await.unwrap();
@@ -400,7 +376,7 @@ async fn announce_needs_a_specific_ip_and_port_and_may_be_repeated() {
 #[tokio::test]
 async fn lists_show_states_and_only_the_peers_that_allow_the_asker() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let alice = Peer::join(server.addr, "alice", 4001).await;
     let bob = Peer::join(server.addr, "bob", 4002).await;
     let carol = Peer::join(server.addr, "carol", 4003).await;
@@ -456,7 +432,7 @@ async fn lists_show_states_and_only_the_peers_that_allow_the_asker() {
 #[tokio::test]
 async fn allow_lists_are_bounded_and_hold_only_valid_names() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let alice = Peer::join(server.addr, "alice", 4001).await;
     let many = (0..257).map(|n| format!("user{n}")).collect();
     assert_eq!(
@@ -474,7 +450,7 @@ async fn allow_lists_are_bounded_and_hold_only_valid_names() {
 #[tokio::test]
 async fn query_and_connect_use_the_same_words_for_hidden_and_offline_peers() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let carol = Peer::join(server.addr, "carol", 4003).await;
     let dave = Peer::join(server.addr, "dave", 4004).await;
     let erin = Peer::join(server.addr, "erin", 4005).await;
@@ -509,7 +485,7 @@ async fn query_and_connect_use_the_same_words_for_hidden_and_offline_peers() {
 #[tokio::test]
 async fn an_accepted_introduction_gives_both_peers_one_session() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let mut alice = Peer::join(server.addr, "alice", 4001).await;
     let mut bob = Peer::join(server.addr, "bob", 4002).await;
     let mut carol = Peer::join(server.addr, "carol", 4003).await;
@@ -630,7 +606,7 @@ async fn an_accepted_introduction_gives_both_peers_one_session() {
 #[tokio::test]
 async fn an_away_peer_declines_automatically_and_a_peer_may_decline_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let mut alice = Peer::join(server.addr, "alice", 4001).await;
     let mut bob = Peer::join(server.addr, "bob", 4002).await;
 
@@ -665,7 +641,7 @@ async fn an_away_peer_declines_automatically_and_a_peer_may_decline_with_a_reaso
 async fn an_unanswered_introduction_is_declined_after_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let wait = Duration::from_millis(300);
-    let server = Server::start(SignalConfig {
+    let server = start_server(SignalConfig {
         introduction_timeout: wait,
         ..config(dir.path())
     })
@@ -692,7 +668,7 @@ async fn an_unanswered_introduction_is_declined_after_the_timeout() {
 #[tokio::test]
 async fn a_dropped_connection_leaves_every_list_and_ends_its_session() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let mut alice = Peer::join(server.addr, "alice", 4001).await;
     let mut bob = Peer::join(server.addr, "bob", 4002).await;
     let carol = Peer::join(server.addr, "carol", 4003).await;
@@ -751,7 +727,7 @@ async fn a_dropped_connection_leaves_every_list_and_ends_its_session() {
 #[tokio::test]
 async fn a_raw_peer_gets_one_json_reply_per_request() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let mut raw = TcpStream::connect(server.addr).await.unwrap();
     let signup = json!({"type": "signup", "username": "alice", "password": PASSWORD});
     assert_eq!(
@@ -795,7 +771,7 @@ async fn a_raw_peer_gets_one_json_reply_per_request() {
 #[tokio::test]
 async fn garbage_gets_an_error_and_the_connection_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
     let mut raw = TcpStream::connect(server.addr).await.unwrap();
 
     send_raw(&mut raw, &frame("hello")).await;
@@ -844,7 +820,7 @@ async fn garbage_gets_an_error_and_the_connection_goes_on() {
 #[tokio::test]
 async fn a_bad_header_or_an_oversize_frame_gets_an_error_frame_then_a_close() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(config(dir.path())).await;
+    let server = start_server(config(dir.path())).await;
 
     let mut bad_header = TcpStream::connect(server.addr).await.unwrap();
     send_raw(&mut bad_header, b"abcdefghij{}").await;
@@ -873,7 +849,7 @@ async fn a_bad_header_or_an_oversize_frame_gets_an_error_frame_then_a_close() {
 #[tokio::test]
 async fn a_full_server_refuses_one_more_connection_with_an_error_frame() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(SignalConfig {
+    let server = start_server(SignalConfig {
         max_connections: 1,
         ..config(dir.path())
     })

@@ -257,7 +257,7 @@ impl PeerClient {
 
     /// Logs out (ending any session).
     pub async fn logout(&mut self) -> Result<(), PeerError> {
-        self.end_session_locally().await;
+        self.close_before_logout().await;
         self.signal.logout().await?;
         self.username = None;
         self.announced = None;
@@ -354,8 +354,9 @@ impl PeerClient {
         Ok(())
     }
 
-    /// Closes the current session without waiting, for logging out or quitting.
-    async fn end_session_locally(&mut self) {
+    /// Closes the current session gracefully before a log-out, which tells the server (so no
+    /// `close` request is sent).
+    async fn close_before_logout(&mut self) {
         if let Some(current) = &mut self.current {
             current.session.close().await;
             current.server_knows_over = true;

@@ -176,6 +176,8 @@ struct PeerApp {
     streaming: HashSet<u32>,
     bars: HashMap<(u32, bool), TransferBar>,
     quitting: bool,
+    /// The signaling connection is gone: the peer exits 1 however its loop ends.
+    signal_lost: bool,
 }
 
 impl PeerApp {
@@ -191,6 +193,7 @@ impl PeerApp {
             streaming: HashSet::new(),
             bars: HashMap::new(),
             quitting: false,
+            signal_lost: false,
         }
     }
 
@@ -217,8 +220,19 @@ impl PeerApp {
                 Input::Event(None) => return Ok(ExitCode::from(1)),
             }
         }
+        let code = self.exit_code();
         self.client.quit().await;
-        Ok(ExitCode::SUCCESS)
+        Ok(code)
+    }
+
+    /// 1 once the signaling server was lost (whether the input or the event stream ended
+    /// first), else 0.
+    fn exit_code(&self) -> ExitCode {
+        if self.signal_lost {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 
     /// Whether the loop is done: /quit, or the end of the input, once our transfers are over
@@ -416,7 +430,10 @@ impl PeerApp {
             }
             PeerEvent::PartnerLeft { reason, .. } => say(&reason),
             PeerEvent::Session { peer, event } => self.on_session_event(&peer, event),
-            PeerEvent::SignalLost => say("Lost the signaling server."),
+            PeerEvent::SignalLost => {
+                self.signal_lost = true;
+                say("Lost the signaling server.");
+            }
         }
     }
 

@@ -878,3 +878,41 @@ async fn a_full_server_refuses_one_more_connection_with_an_error_frame() {
     first.login("alice", PASSWORD).await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_that_does_not_log_in_in_time_is_told_and_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let login_timeout = Duration::from_millis(400);
+    let server = start_server(SignalConfig {
+        login_timeout,
+        ..config(dir.path())
+    })
+    .await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut logged_in = TcpStream::connect(server.addr).await.unwrap();
+    let signup = json!({"type": "signup", "username": "alice", "password": PASSWORD});
+    let login = json!({"type": "login", "username": "alice", "password": PASSWORD});
+    assert_eq!(request_raw(&mut logged_in, signup).await["type"], "ok");
+    assert_eq!(request_raw(&mut logged_in, login).await["type"], "ok");
+
+    assert_eq!(
+        read_json(&mut silent).await,
+        error(None, "no log-in within 0.4 s; closing the connection")
+    );
+    assert_closed(&mut silent).await;
+
+    // Logged in, the connection outlives the timeout; logged out, its clock starts again.
+    tokio::time::sleep(login_timeout * 2).await;
+    let list = request_raw(&mut logged_in, json!({"type": "list"})).await;
+    assert_eq!(list["type"], "peers", "{list}");
+    let logout = request_raw(&mut logged_in, json!({"type": "logout"})).await;
+    assert_eq!(logout["type"], "ok", "{logout}");
+    let started = std::time::Instant::now();
+    assert_eq!(
+        read_json(&mut logged_in).await["message"],
+        "no log-in within 0.4 s; closing the connection"
+    );
+    assert!(started.elapsed() >= login_timeout - Duration::from_millis(50));
+    assert_closed(&mut logged_in).await;
+    server.stop().await;
+}

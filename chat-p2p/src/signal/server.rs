@@ -32,7 +32,7 @@ use server_kit::{ConnectionLimit, accept_refusing};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::time::timeout;
+use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -69,6 +69,10 @@ pub struct SignalConfig {
     /// How long an introduction waits for its answer (default 60 s); then the asker is told
     /// the peer did not answer.
     pub introduction_timeout: Duration,
+    /// How long a connection may stay without a logged-in user (default 300 s), counted from
+    /// its opening and again from each log-out; then it is told so and closed, so that silent
+    /// connections do not hold slots of `max_connections`.
+    pub login_timeout: Duration,
     /// Frames queued for one connection at most (default 64); a connection whose queue is
     /// full when a notice comes has stopped reading and is dropped.
     pub outbox_frames: usize,
@@ -84,6 +88,7 @@ impl Default for SignalConfig {
             max_payload: MAX_SIGNAL_PAYLOAD,
             failed_login_delay: Duration::from_secs(1),
             introduction_timeout: Duration::from_secs(60),
+            login_timeout: Duration::from_secs(300),
             outbox_frames: 64,
             shutdown_grace: Duration::from_secs(2),
         }
@@ -297,6 +302,8 @@ enum Ending {
     Dropped,
     /// The server is closing.
     Closing,
+    /// Nobody logged in within `login_timeout`.
+    NoLogIn,
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, server: Arc<Server>) {
@@ -313,6 +320,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, server: Arc<Serve
         outbox,
         dropped: dropped.clone(),
         user: None,
+        anonymous_since: Instant::now(),
     };
     let reading = async move {
         let mut connection = connection;
@@ -378,6 +386,8 @@ struct Connection {
     dropped: CancellationToken,
     /// Who this connection is logged in as.
     user: Option<String>,
+    /// When the connection opened or last logged out: the start of its `login_timeout`.
+    anonymous_since: Instant,
 }
 
 impl Connection {
@@ -385,10 +395,12 @@ impl Connection {
     /// closes.
     async fn read_requests(&mut self, reader: &mut FrameReader<ChatCodec>) -> Ending {
         loop {
+            let login_deadline = self.anonymous_since + self.server.config.login_timeout;
             let next = tokio::select! {
                 next = reader.next() => next,
                 () = self.dropped.cancelled() => return Ending::Dropped,
                 () = self.server.closing.cancelled() => return Ending::Closing,
+                () = sleep_until(login_deadline), if self.user.is_none() => return Ending::NoLogIn,
             };
             let handled = match next {
                 Ok(Some(payload)) => self.handle_frame(&payload).await,
@@ -420,6 +432,14 @@ impl Connection {
                 info!(peer = %self.peer, "closing the connection: {err}");
                 let refusal = Step::refused(None, err.to_string()).reply;
                 let _ = self.outbox.try_send(frame(&refusal));
+            }
+            Ending::NoLogIn => {
+                let waited = self.server.config.login_timeout.as_secs_f64();
+                info!(peer = %self.peer, "closing a connection that did not log in");
+                let message = format!("no log-in within {waited} s; closing the connection");
+                let _ = self
+                    .outbox
+                    .try_send(frame(&Step::refused(None, message).reply));
             }
             Ending::Broken(err) => debug!(peer = %self.peer, "connection ended: {err}"),
             Ending::Dropped => info!(peer = %self.peer, "connection dropped"),
@@ -641,6 +661,7 @@ impl Connection {
         .await?;
         info!(peer = %self.peer, user = %me, "logged out");
         self.user = None;
+        self.anonymous_since = Instant::now();
         Ok(())
     }
 

@@ -50,6 +50,10 @@ pub struct SignalArgs {
     /// How long an introduction waits for its answer before it is declined (in seconds).
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     introduction_timeout: f64,
+    /// How long a connection may stay without logging in (from its opening or its last
+    /// log-out) before it is told so and closed (in seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    login_timeout: f64,
 }
 
 /// Arguments of `cli chat peer`.
@@ -93,6 +97,7 @@ pub fn serve_signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         failed_login_delay: seconds(args.failed_login_delay, "--failed-login-delay")?,
         introduction_timeout: seconds(args.introduction_timeout, "--introduction-timeout")?,
+        login_timeout: seconds(args.login_timeout, "--login-timeout")?,
         ..SignalConfig::default()
     };
     runtime()?.block_on(async {

@@ -515,3 +515,27 @@ async fn the_seeds_python_client_works_against_the_room_unchanged() {
         sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_name_itself_in_time_is_refused() {
+    let name_timeout = Duration::from_millis(300);
+    let server = start(RoomConfig {
+        name_timeout,
+        ..RoomConfig::default()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // A slow sender: half a header, then nothing.
+    let mut trickling = TcpStream::connect(server.addr).await.unwrap();
+    trickling.write_all(b"5    ").await.unwrap();
+    for client in [&mut silent, &mut trickling] {
+        let told = read_until_closed(client).await;
+        assert_eq!(told, relayed("server", "No username within 300ms"));
+    }
+    assert!(started.elapsed() >= name_timeout);
+    let mut alice = raw_client(server.addr, "alice").await;
+    let mut bob = raw_client(server.addr, "bob").await;
+    settle(&mut bob, &frame(b"bob"), std::slice::from_mut(&mut alice)).await;
+    server.stop().await;
+}

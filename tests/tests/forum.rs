@@ -483,3 +483,27 @@ async fn the_client_library_logs_in_transfers_and_hears_the_idle_notice() {
         server.stop().await;
     }
 }
+
+#[tokio::test]
+async fn password_guesses_are_answered_ever_more_slowly() {
+    let server = ForumServer::start(Kind::Tcp, |_| {}).await;
+    let mut luke = server.client().await;
+    luke.log_in("Luke", "force").await;
+    luke.say("XIT", &[]).await;
+    let mut yoda = server.client().await;
+    yoda.log_in("Yoda", "jedi").await;
+    let mut guesser = server.client().await;
+    let started = tokio::time::Instant::now();
+    for _ in 0..4 {
+        assert_eq!(guesser.say("user", &["Luke"]).await.0, "pw");
+        let (cmd, args) = guesser.say("pw", &["sith"]).await;
+        assert_eq!(
+            (cmd.as_str(), args),
+            ("user", vec!["Invalid password".to_owned()])
+        );
+    }
+    // The harness's base pause is 10 ms, doubled per failure: 10 + 20 + 40 + 80.
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert_eq!(yoda.say("LST", &[]).await.1, ["No threads to list"]);
+    server.stop().await;
+}

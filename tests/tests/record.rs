@@ -656,3 +656,31 @@ fn copy_fixture(to: &Path) {
     )
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_request_trickled_a_byte_at_a_time_is_cut_off_at_the_client_timeout() {
+    let records = Records::start_with(tempfile::tempdir().unwrap(), |config| {
+        config.client_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut slow = records.connect().await;
+    let started = tokio::time::Instant::now();
+    let request = br#"{"type": 2, "id": "150210710", "data": "Name: Slow"}"#;
+    let mut sent = 0;
+    for byte in request {
+        if slow.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        sent += 1;
+        sleep(Duration::from_millis(50)).await;
+        if started.elapsed() > PATIENCE {
+            break;
+        }
+    }
+    assert!(sent < request.len(), "cut off before the request was whole");
+    assert_eq!(read_until_closed(&mut slow).await, b"");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let mut client = records.client().await;
+    assert!(client.read("150210710").await.unwrap().is_none());
+    records.server.stop().await;
+}

@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use server_kit::atomic_file::DiskTrouble;
 use server_kit::password::{
     hash_password, hash_password_blocking, is_password_hash, verify_password,
 };
@@ -52,6 +53,17 @@ pub enum AccountError {
         /// What the system said.
         source: io::Error,
     },
+}
+
+impl AccountError {
+    /// What is wrong with the disk, when the accounts file could not be written because it is
+    /// full or read-only.
+    pub fn disk_trouble(&self) -> Option<DiskTrouble> {
+        match self {
+            AccountError::Io { source, .. } => DiskTrouble::of(source),
+            _ => None,
+        }
+    }
 }
 
 /// The accounts: usernames with their password hashes, in file order.

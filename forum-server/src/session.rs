@@ -12,7 +12,9 @@
 //!
 //! Every reply is `{ username, cmd, args }` with `cmd` one of `done`, `no-thread`, `no-msg`,
 //! `file-error`, `error` (args: the reason), `user`/`pw`/`newPw` during log-in, or, for UPD and
-//! DWN, a [`Transfer`] the transport turns into `TCP-open`.
+//! DWN, a [`Transfer`] the transport turns into `TCP-open`. A change or a new account the disk
+//! refuses (full, read-only) is answered with the reason (`The change was not saved: the
+//! server's disk is full`); the session goes on.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use protocol::forum::{Cmd, Envelope};
+use server_kit::atomic_file::DiskTrouble;
 use server_kit::password::failure_delay;
 use tracing::{info, warn};
 
@@ -228,7 +231,16 @@ impl Session {
             Err(AccountError::Taken(_)) => {
                 ask(Cmd::User, "That username was just taken; choose another")
             }
-            Err(err) => internal_error(&err),
+            Err(err) => match err.disk_trouble() {
+                Some(trouble) => {
+                    warn!("the account {user} was not created: {err}");
+                    ask(
+                        Cmd::User,
+                        &format!("The account was not created: {}", trouble.describe()),
+                    )
+                }
+                None => internal_error(&err),
+            },
         }
     }
 
@@ -312,15 +324,19 @@ enum CommandError {
     Refused(Refusal),
     /// Wrong arguments.
     Usage(String),
+    /// The disk refused the change (full, read-only): the reason the client is told, and the
+    /// whole error for the log.
+    Disk(DiskTrouble, String),
     /// The server's fault.
     Internal(String),
 }
 
 impl From<StoreError> for CommandError {
     fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Refused(refusal) => CommandError::Refused(refusal),
-            other => CommandError::Internal(other.to_string()),
+        match (err.disk_trouble(), err) {
+            (_, StoreError::Refused(refusal)) => CommandError::Refused(refusal),
+            (Some(trouble), other) => CommandError::Disk(trouble, other.to_string()),
+            (None, other) => CommandError::Internal(other.to_string()),
         }
     }
 }
@@ -439,6 +455,14 @@ fn reply_of(user: &str, outcome: Result<Vec<String>, CommandError>) -> Reply {
         )),
         Err(CommandError::Usage(reason)) => {
             Reply::Send(Envelope::new(user, Cmd::Error.as_str(), [reason]))
+        }
+        Err(CommandError::Disk(trouble, error)) => {
+            warn!("command of {user} failed: {error}");
+            Reply::Send(Envelope::new(
+                user,
+                Cmd::Error.as_str(),
+                [format!("The change was not saved: {}", trouble.describe())],
+            ))
         }
         Err(CommandError::Internal(reason)) => {
             warn!("command of {user} failed: {reason}");

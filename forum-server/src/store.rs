@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use protocol::forum::Cmd;
+use server_kit::atomic_file::DiskTrouble;
 use thiserror::Error;
 
 use crate::names::{check_file_name, check_text, check_title};
@@ -81,6 +82,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// What is wrong with the disk, when it is something the server's operator fixes (full,
+    /// read-only) rather than a fault of the server.
+    pub fn disk_trouble(&self) -> Option<DiskTrouble> {
+        match self {
+            StoreError::Io { source, .. } => DiskTrouble::of(source),
+            _ => None,
+        }
+    }
+}
+
 impl From<crate::names::InvalidName> for StoreError {
     fn from(invalid: crate::names::InvalidName) -> Self {
         StoreError::Refused(Refusal::Denied(invalid.0))
@@ -106,7 +118,7 @@ pub struct ForumStore {
 
 impl ForumStore {
     /// Opens the store in `data_dir`, creating its folders and deleting temporary files a crash
-    /// left behind.
+    /// left behind (in them, and beside `credentials.txt` in `data_dir`).
     pub fn open(data_dir: &Path) -> Result<ForumStore, StoreError> {
         let store = ForumStore {
             threads: data_dir.join("threads"),
@@ -115,6 +127,8 @@ impl ForumStore {
         };
         for folder in [&store.threads, &store.uploads] {
             fs::create_dir_all(folder).map_err(io_error("cannot create", folder))?;
+        }
+        for folder in [data_dir, &store.threads, &store.uploads] {
             server_kit::atomic_file::remove_leftovers(folder)
                 .map_err(io_error("cannot clean", folder))?;
         }
@@ -239,9 +253,10 @@ impl ForumStore {
             .expect("an upload path names a file")
     }
 
-    /// UPD, once the whole body is in `staged`: moves it into place and adds the upload line,
-    /// unless the thread vanished or got a file of that name meanwhile (then `staged` is
-    /// deleted).
+    /// UPD, once the whole body is in `staged` (synced): moves it into place durably, then adds
+    /// the upload line, unless the thread vanished or got a file of that name meanwhile. On any
+    /// failure nothing of the upload is left: neither `staged` nor, when the thread could not be
+    /// saved, the file moved into place.
     pub fn commit_upload(
         &self,
         title: &str,
@@ -249,24 +264,44 @@ impl ForumStore {
         file: &str,
         staged: &Path,
     ) -> Result<(), StoreError> {
-        let outcome = self.change(title, |thread| {
-            if thread.has_upload(file) {
-                return Err(
-                    Refusal::File(format!("File {file} already exists in thread {title}")).into(),
-                );
-            }
-            let target = self.upload_path(title, file);
-            fs::rename(staged, &target).map_err(io_error("cannot store", &target))?;
-            thread.entries.push(Entry::Upload {
-                user: user.to_owned(),
-                file: file.to_owned(),
-            });
-            Ok(())
-        });
+        let _guard = self.guard();
+        let outcome = self.move_upload_in(title, user, file, staged);
         if outcome.is_err() {
             let _ = fs::remove_file(staged);
         }
         outcome
+    }
+
+    /// [`ForumStore::commit_upload`] under the lock. A file of that name the thread does not
+    /// list (left by a crash between the move and the thread's save) is replaced, and removed
+    /// again if the thread cannot be saved.
+    fn move_upload_in(
+        &self,
+        title: &str,
+        user: &str,
+        file: &str,
+        staged: &Path,
+    ) -> Result<(), StoreError> {
+        let mut thread = self.load(title)?;
+        if thread.has_upload(file) {
+            return Err(
+                Refusal::File(format!("File {file} already exists in thread {title}")).into(),
+            );
+        }
+        let target = self.upload_path(title, file);
+        let moved = server_kit::atomic_file::rename_into_place(staged, &target)
+            .map_err(io_error("cannot store", &target))
+            .and_then(|()| {
+                thread.entries.push(Entry::Upload {
+                    user: user.to_owned(),
+                    file: file.to_owned(),
+                });
+                self.save(title, &thread)
+            });
+        if moved.is_err() {
+            let _ = fs::remove_file(&target);
+        }
+        moved
     }
 
     /// DWN: the path of file `file` of `title`.
@@ -498,9 +533,13 @@ mod tests {
             store.create_thread("3331", "Yoda").unwrap();
             store.post("3331", "Yoda", "kept").unwrap();
             fs::write(store.upload_staging_path("3331", "half.bin"), b"torn").unwrap();
+            fs::write(dir.path().join("threads/.3331.tmp-1-1"), b"torn").unwrap();
+            fs::write(dir.path().join(".credentials.txt.tmp-1-2"), b"torn").unwrap();
         }
         let store = ForumStore::open(dir.path()).unwrap();
         assert_eq!(store.read("3331").unwrap(), ["1 Yoda: kept"]);
         assert_eq!(fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("threads")).unwrap().count(), 1);
+        assert!(!dir.path().join(".credentials.txt.tmp-1-2").exists());
     }
 }

@@ -15,8 +15,10 @@
 //!
 //! An upload is written to a staging file and committed (renamed into place, its line added to
 //! the thread) only once the size and the checksum match; anything else deletes the staging
-//! file, so a broken transfer leaves nothing behind. Tickets expire, are used once, and each
-//! transfer is a task of its own, concurrent with every command.
+//! file, so a broken transfer leaves nothing behind. When the disk refuses the body (full,
+//! read-only), the rest of it is still read, so the client gets the verdict with the reason
+//! (`notes.txt was not saved: the server's disk is full`) rather than a reset. Tickets expire,
+//! are used once, and each transfer is a task of its own, concurrent with every command.
 
 use std::collections::HashMap;
 use std::io;
@@ -25,6 +27,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use server_kit::atomic_file::DiskTrouble;
 use sha2::{Digest, Sha256};
 use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -224,7 +227,8 @@ impl TransferHub {
         .await;
         let verdict = match received {
             Ok(size) => self.commit(user, title, file, &staged).await.map(|()| size),
-            Err(err) => Err(err.to_string()),
+            Err(err) => Err(DiskTrouble::of(&err)
+                .map_or_else(|| err.to_string(), |trouble| not_saved(file, trouble, &err))),
         };
         if verdict.is_err() {
             let _ = tokio::fs::remove_file(&staged).await;
@@ -247,19 +251,29 @@ impl TransferHub {
         staged: &Path,
     ) -> Result<(), String> {
         let forum = Arc::clone(&self.forum);
-        let (user, title, file, staged) = (
+        let (user, title, name, staged) = (
             user.to_owned(),
             title.to_owned(),
             file.to_owned(),
             staged.to_owned(),
         );
         tokio::task::spawn_blocking(move || {
-            forum.store().commit_upload(&title, &user, &file, &staged)
+            forum.store().commit_upload(&title, &user, &name, &staged)
         })
         .await
         .map_err(|err| err.to_string())?
-        .map_err(|err| err.to_string())
+        .map_err(|err| {
+            err.disk_trouble()
+                .map_or_else(|| err.to_string(), |trouble| not_saved(file, trouble, &err))
+        })
     }
+}
+
+/// The verdict on an upload the disk refused (`notes.txt was not saved: the server's disk is
+/// full`); the whole error goes to the log.
+fn not_saved(file: &str, trouble: DiskTrouble, err: &dyn std::fmt::Display) -> String {
+    warn!("the upload of {file} was not saved: {err}");
+    format!("{file} was not saved: {}", trouble.describe())
 }
 
 /// Reads `size`, the body and its digest from `stream` into a new file at `path` (synced);
@@ -278,7 +292,7 @@ pub async fn receive_body(
             "a body of {size} bytes is over the limit of {max_size}"
         )));
     }
-    let mut out = File::create(path).await?;
+    let mut out = BodySink::create(path).await;
     let mut hasher = Sha256::new();
     let mut buf = vec![0; CHUNK];
     let mut left = size;
@@ -289,7 +303,7 @@ pub async fn receive_body(
             return Err(invalid(format!("the body ended {left} bytes short")));
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).await?;
+        out.write(&buf[..n]).await;
         left -= n as u64;
         progress(size - left, size);
     }
@@ -298,8 +312,40 @@ pub async fn receive_body(
     if digest[..] != hasher.finalize()[..] {
         return Err(invalid("the body does not match its checksum".into()));
     }
-    out.sync_all().await?;
+    out.finish().await?;
     Ok(size)
+}
+
+/// Where a received body goes: its file, until the disk refuses a write (full, read-only);
+/// then nowhere, so that the rest of the body is still read and the sender hears the reason
+/// rather than a reset connection.
+struct BodySink {
+    file: io::Result<File>,
+}
+
+impl BodySink {
+    async fn create(path: &Path) -> BodySink {
+        BodySink {
+            file: File::create(path).await,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        if let Ok(file) = &mut self.file {
+            if let Err(err) = file.write_all(bytes).await {
+                self.file = Err(err);
+            }
+        }
+    }
+
+    /// Flushes and syncs the file; the first error the disk gave, if any. The flush matters:
+    /// tokio hands each write to a blocking task, and the last one's failure surfaces only at
+    /// the next write or flush, which `sync_all` does not report.
+    async fn finish(self) -> io::Result<()> {
+        let mut file = self.file?;
+        file.flush().await?;
+        file.sync_all().await
+    }
 }
 
 /// Writes the size, the body of the file at `path` and its digest to `stream`; the size.
@@ -424,5 +470,34 @@ mod tests {
             let err = outcome.unwrap_err();
             assert!(err.to_string().contains(why), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_body_the_disk_refuses_is_still_read_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.bin");
+        std::fs::write(&source, vec![7; 150_000]).unwrap();
+        let mut wire = Vec::new();
+        send_file(&mut wire, &source, Duration::from_secs(5), |_, _| {})
+            .await
+            .unwrap();
+        // A staging file that cannot be created stands for a full or read-only disk.
+        let unwritable = dir.path().join("missing-folder").join("staged");
+        let mut stream = &wire[..];
+        let err = receive_body(
+            &mut stream,
+            &unwritable,
+            1 << 20,
+            Duration::from_secs(5),
+            |_, _| {},
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::NotFound,
+            "the disk's error: {err}"
+        );
+        assert!(stream.is_empty(), "the whole body and its digest were read");
     }
 }

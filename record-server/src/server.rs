@@ -8,8 +8,10 @@
 //! A connection carries any number of requests, back to back or split across reads; each gets
 //! exactly one response, in order. A request that is not JSON is answered as the seed answers it
 //! and the connection goes on; a request over MAX_MESSAGE_BYTES is answered and the connection
-//! closed (the stream cannot be resynchronised without reading the whole of it). The seed's
-//! console lines (`Handling write request of client: 150210710`, ...) are the log messages.
+//! closed (the stream cannot be resynchronised without reading the whole of it). A write the
+//! disk refuses is answered with the reason (`the server's disk is full`, `... read-only`);
+//! reads go on, and writes work again once the disk does. The seed's console lines
+//! (`Handling write request of client: 150210710`, ...) are the log messages.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -24,6 +26,7 @@ use protocol::record::{
     INVALID_TYPE, READ_MISS, RecordError, Request, RequestKind, Response, ResponseKind,
     ServerCodec, UNKNOWN_CLIENT_ID, WRITE_OK,
 };
+use server_kit::atomic_file::DiskTrouble;
 use server_kit::password::failure_delay;
 use server_kit::{ConnectionLimit, accept_refusing};
 use tokio::net::{TcpListener, TcpStream};
@@ -305,8 +308,12 @@ async fn write(id: &RecordId, data: &str, shared: &Shared) -> Result<String, Str
         Ok(_) => Ok(WRITE_OK.to_owned()),
         Err(err) => {
             error!("Could not store the file of client {id}: {err}");
+            let reason = err.disk_trouble().map_or(
+                "the server could not write to its disk",
+                DiskTrouble::describe,
+            );
             Err(format!(
-                "Could not store the file of client {id}: the server could not write to its disk."
+                "Could not store the file of client {id}: {reason}."
             ))
         }
     }

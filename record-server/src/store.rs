@@ -7,18 +7,22 @@
 //! in parallel. The record file is rewritten after every change with a group commit: a writer
 //! that finds its change already saved by a concurrent writer does not write it again.
 //!
-//! [`RecordStore::open`] reconciles the record file with the folder: a missing, empty or corrupt
-//! record file is rebuilt from the records' first lines; an entry whose file vanished is dropped;
-//! a record file the index does not know is added. Each repair is logged as a warning.
+//! A write replaces the record's file before the record file, so a crash between the two leaves
+//! a record the record file lists with its previous timestamp, or not at all.
+//! [`RecordStore::open`] therefore reconciles the record file with the folder: a missing, empty
+//! or corrupt record file is rebuilt from the records' first lines; an entry whose file vanished
+//! is dropped; a record file the index does not know is added; an entry whose timestamp is not
+//! its file's takes the file's. Each repair is logged as a warning.
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Local};
+use server_kit::atomic_file::DiskTrouble;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
@@ -53,6 +57,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// What is wrong with the disk, when it is something the server's operator fixes (full,
+    /// read-only) rather than a fault of the server.
+    pub fn disk_trouble(&self) -> Option<DiskTrouble> {
+        match self {
+            StoreError::Io { source, .. } => DiskTrouble::of(source),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
         let path = path.to_owned();
         move |source| StoreError::Io {
@@ -72,6 +85,9 @@ pub struct OpenReport {
     pub dropped: Vec<String>,
     /// Record files the index did not list, added to it.
     pub added: Vec<String>,
+    /// Ids whose index timestamp was not their file's (a crash between the two writes), given
+    /// the file's.
+    pub restamped: Vec<String>,
     /// Temporary files a crash left behind, deleted.
     pub leftovers: usize,
 }
@@ -127,6 +143,7 @@ impl RecordStore {
         let changed = report.rebuilt
             || !report.dropped.is_empty()
             || !report.added.is_empty()
+            || !report.restamped.is_empty()
             || !record_file.exists();
         if changed {
             server_kit::write_atomically(record_file, &index.to_json())
@@ -369,28 +386,54 @@ fn reconcile(
         report.dropped.push(id.to_string());
     }
     for id in on_disk {
-        if index.get(id).is_none() {
-            let at = first_line_timestamp(files, id)?;
-            warn!("The file of client {id} was not in the record file; added with timestamp {at}.");
-            index.set(id, at);
-            report.added.push(id.to_string());
+        match index.get(id) {
+            None => {
+                let at = first_line_timestamp(files, id)?;
+                warn!(
+                    "The file of client {id} was not in the record file; added with timestamp {at}."
+                );
+                index.set(id, at);
+                report.added.push(id.to_string());
+            }
+            Some(listed) => match stamp_in_file(files, id)? {
+                Some(at) if at != listed => {
+                    warn!(
+                        "The file of client {id} is stamped {at}, the record file said {listed}; corrected."
+                    );
+                    index.set(id, at);
+                    report.restamped.push(id.to_string());
+                }
+                _ => {}
+            },
         }
     }
     Ok(index)
 }
 
+/// The timestamp in a record's `Last updated:` line, if its first line is one. Reads only the
+/// start of the file.
+fn stamp_in_file(files: &Path, id: &RecordId) -> Result<Option<Timestamp>, StoreError> {
+    let path = files.join(id.file_name());
+    let mut start = Vec::with_capacity(FIRST_LINE_BYTES);
+    fs::File::open(&path)
+        .and_then(|file| file.take(FIRST_LINE_BYTES as u64).read_to_end(&mut start))
+        .map_err(StoreError::io("cannot read", &path))?;
+    let first = start.split(|&b| b == b'\n').next().unwrap_or_default();
+    Ok(std::str::from_utf8(first)
+        .ok()
+        .and_then(Timestamp::of_record))
+}
+
+/// Enough of a record for its `Last updated: YYYY-MM-DD HH:MM:SS` line, with room to spare.
+const FIRST_LINE_BYTES: usize = 128;
+
 /// The timestamp in a record's first line, or its file's modification time when the line is
 /// missing or unreadable.
 fn first_line_timestamp(files: &Path, id: &RecordId) -> Result<Timestamp, StoreError> {
-    let path = files.join(id.file_name());
-    let content = fs::read(&path).map_err(StoreError::io("cannot read", &path))?;
-    let first = content.split(|&b| b == b'\n').next().unwrap_or_default();
-    if let Some(at) = std::str::from_utf8(first)
-        .ok()
-        .and_then(Timestamp::of_record)
-    {
+    if let Some(at) = stamp_in_file(files, id)? {
         return Ok(at);
     }
+    let path = files.join(id.file_name());
     let modified = fs::metadata(&path)
         .and_then(|meta| meta.modified())
         .unwrap_or_else(|_| SystemTime::now());
@@ -518,6 +561,25 @@ mod tests {
             index.get(&id("new_1")),
             Timestamp::parse("2025-01-02 03:04:05")
         );
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_timestamp_is_not_its_files_takes_the_files() {
+        // A crash after a record's file was replaced and before the record file was saved.
+        let folder = Folder::fixture();
+        let path = folder.files.join("150999904.txt");
+        let content = fs::read_to_string(&path).unwrap();
+        let restamped =
+            timestamp::stamp(&content, Timestamp::parse("2030-05-06 07:08:09").unwrap());
+        fs::write(&path, restamped).unwrap();
+        let (store, report) = folder.open();
+        assert_eq!(report.restamped, ["150999904"]);
+        assert!(report.added.is_empty() && report.dropped.is_empty() && !report.rebuilt);
+        let expected = Timestamp::parse("2030-05-06 07:08:09");
+        assert_eq!(store.timestamp_of(&id("150999904")), expected);
+        assert_eq!(folder.index_on_disk().get(&id("150999904")), expected);
+        let (_, again) = folder.open();
+        assert_eq!(again, OpenReport::default(), "repaired once and for all");
     }
 
     #[tokio::test]

@@ -4,6 +4,9 @@
 //!
 //! Temporary files are named `.<target name>.tmp-<pid>-<n>`; one left behind by a crash is
 //! recognisable and [`remove_leftovers`] deletes it at the next start.
+//!
+//! When the disk refuses a write, [`DiskTrouble`] says why in words a client can be told (a full
+//! disk, a read-only folder), so that servers answer with the reason rather than a bare failure.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -25,6 +28,47 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
         return Err(err);
     }
     sync_folder(folder)
+}
+
+/// Renames `staged` (a file written in full and synced, in the same folder) over `target`, and
+/// flushes the folder so that the rename survives a crash. Blocking.
+pub fn rename_into_place(staged: &Path, target: &Path) -> io::Result<()> {
+    fs::rename(staged, target)?;
+    sync_folder(folder_of(target))
+}
+
+/// Why the disk refused a write, when it is something an operator fixes (not a bug).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskTrouble {
+    /// No space (or no quota) left.
+    Full,
+    /// The file system is mounted read-only.
+    ReadOnly,
+    /// The server's user may not write there.
+    Denied,
+}
+
+impl DiskTrouble {
+    /// The trouble behind `err`, if it is one of the above.
+    pub fn of(err: &io::Error) -> Option<DiskTrouble> {
+        match err.kind() {
+            io::ErrorKind::StorageFull
+            | io::ErrorKind::QuotaExceeded
+            | io::ErrorKind::FileTooLarge => Some(DiskTrouble::Full),
+            io::ErrorKind::ReadOnlyFilesystem => Some(DiskTrouble::ReadOnly),
+            io::ErrorKind::PermissionDenied => Some(DiskTrouble::Denied),
+            _ => None,
+        }
+    }
+
+    /// What is wrong, as a client is told: `the server's disk is full`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DiskTrouble::Full => "the server's disk is full",
+            DiskTrouble::ReadOnly => "the server's data folder is read-only",
+            DiskTrouble::Denied => "the server is not allowed to write to its data folder",
+        }
+    }
 }
 
 /// Deletes the temporary files a crash left in `folder`; returns how many there were.
@@ -126,6 +170,31 @@ mod tests {
         assert_eq!(remove_leftovers(dir.path()).unwrap(), 1);
         assert!(dir.path().join("150.txt").exists());
         assert!(dir.path().join(".hidden").exists());
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn disk_trouble_is_told_from_other_failures() {
+        let os = io::Error::from_raw_os_error;
+        // ENOSPC, EDQUOT, EROFS, EACCES, then ENOENT which is no disk trouble.
+        assert_eq!(DiskTrouble::of(&os(28)), Some(DiskTrouble::Full));
+        assert_eq!(DiskTrouble::of(&os(122)), Some(DiskTrouble::Full));
+        assert_eq!(DiskTrouble::of(&os(30)), Some(DiskTrouble::ReadOnly));
+        assert_eq!(DiskTrouble::of(&os(13)), Some(DiskTrouble::Denied));
+        assert_eq!(DiskTrouble::of(&os(2)), None);
+        assert_eq!(DiskTrouble::Full.describe(), "the server's disk is full");
+    }
+
+    #[test]
+    fn rename_into_place_replaces_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("upload.bin");
+        fs::write(&target, b"old").unwrap();
+        let staged = temp_path(&target).unwrap();
+        fs::write(&staged, b"new").unwrap();
+        rename_into_place(&staged, &target).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        assert!(!staged.exists());
     }
 
     #[test]

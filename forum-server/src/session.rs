@@ -16,7 +16,7 @@
 //! refuses (full, read-only) is answered with the reason (`The change was not saved: the
 //! server's disk is full`); the session goes on.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -36,6 +36,9 @@ pub struct Forum {
     accounts: Accounts,
     store: ForumStore,
     online: Mutex<HashSet<String>>,
+    /// Wrong passwords in a row, per account, across sessions: a guesser gains nothing by
+    /// reconnecting. Only existing accounts get here, so the map is bounded by them.
+    failed_logins: Mutex<HashMap<String, u32>>,
     failure_delay: Duration,
     admin_password: Option<String>,
 }
@@ -50,6 +53,7 @@ impl Forum {
             accounts: Accounts::open(&data_dir.join(CREDENTIALS_FILE))?,
             store: ForumStore::open(data_dir)?,
             online: Mutex::new(HashSet::new()),
+            failed_logins: Mutex::new(HashMap::new()),
             failure_delay: Duration::from_secs(1),
             admin_password,
         })
@@ -78,6 +82,26 @@ impl Forum {
 
     fn online(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.online.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one more wrong password for `user`; returns how many in a row.
+    fn count_failed_login(&self, user: &str) -> u32 {
+        let mut failed = self
+            .failed_logins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = failed.entry(user.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    /// Forgets `user`'s wrong passwords, after a right one.
+    fn clear_failed_logins(&self, user: &str) {
+        let mut failed = self
+            .failed_logins
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        failed.remove(user);
     }
 }
 
@@ -143,7 +167,6 @@ impl Drop for LoggedIn {
 pub struct Session {
     forum: Arc<Forum>,
     stage: Stage,
-    failures: u32,
 }
 
 impl Session {
@@ -152,7 +175,6 @@ impl Session {
         Session {
             forum,
             stage: Stage::AskUser,
-            failures: 0,
         }
     }
 
@@ -205,9 +227,9 @@ impl Session {
         match self.forum.accounts.verify(&user, &password).await {
             Ok(true) => self.log_in(user),
             Ok(false) => {
-                self.failures += 1;
-                warn!("{user} failed to log in ({} in a row)", self.failures);
-                tokio::time::sleep(failure_delay(self.forum.failure_delay, self.failures)).await;
+                let failures = self.forum.count_failed_login(&user);
+                warn!("{user} failed to log in ({failures} in a row)");
+                tokio::time::sleep(failure_delay(self.forum.failure_delay, failures)).await;
                 ask(Cmd::User, "Invalid password")
             }
             Err(err) => internal_error(&err),
@@ -249,7 +271,7 @@ impl Session {
             return ask(Cmd::User, &format!("{user} is already logged in"));
         }
         info!("{user} successful login");
-        self.failures = 0;
+        self.forum.clear_failed_logins(&user);
         self.stage = Stage::LoggedIn(LoggedIn {
             forum: Arc::clone(&self.forum),
             user: user.clone(),

@@ -485,16 +485,17 @@ async fn the_client_library_logs_in_transfers_and_hears_the_idle_notice() {
 }
 
 #[tokio::test]
-async fn password_guesses_are_answered_ever_more_slowly() {
+async fn password_guesses_are_answered_ever_more_slowly_even_from_new_sessions() {
     let server = ForumServer::start(Kind::Tcp, |_| {}).await;
     let mut luke = server.client().await;
     luke.log_in("Luke", "force").await;
     luke.say("XIT", &[]).await;
     let mut yoda = server.client().await;
     yoda.log_in("Yoda", "jedi").await;
-    let mut guesser = server.client().await;
     let started = tokio::time::Instant::now();
     for _ in 0..4 {
+        // A new session for each guess: the count is the account's, not the session's.
+        let mut guesser = server.client().await;
         assert_eq!(guesser.say("user", &["Luke"]).await.0, "pw");
         let (cmd, args) = guesser.say("pw", &["sith"]).await;
         assert_eq!(

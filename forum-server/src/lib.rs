@@ -1,7 +1,7 @@
 //! System 2 (seed 001): a discussion forum whose commands travel over UDP (on the
 //! reliable-datagram layer) or TCP, with a TCP side channel for file upload and download.
 //!
-//! Built so far (the `cli` commands are still to come):
+//! The modules (`cli forum serve|connect` runs them):
 //! - [`names`]: titles, file names, usernames, passwords and texts, checked before use.
 //! - [`accounts`]: `credentials.txt` with argon2 hashes; the assignment's plaintext lines are
 //!   upgraded at start-up.

@@ -11,6 +11,8 @@ use thiserror::Error;
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::time::timeout;
 
+use crate::server::SERVER_BUSY;
+
 /// Queries in flight at once when looking up many e-mails: few enough that the answers always fit
 /// the socket buffers, so neither side can block the other.
 pub const PIPELINE_WINDOW: usize = 64;
@@ -53,6 +55,9 @@ pub enum ClientError {
     /// The server said our query broke the protocol.
     #[error("the server rejected the query: {UNKNOWN_PROTOCOL}")]
     Rejected,
+    /// The server is serving as many connections as it may and turned this one away.
+    #[error("the server is busy (all its connections are in use); try again later")]
+    Busy,
     /// The connection failed.
     #[error("connection error: {0}")]
     Io(#[from] io::Error),
@@ -153,6 +158,7 @@ impl Client {
         Ok(match message.body() {
             NOT_FOUND => Lookup::NotFound,
             UNKNOWN_PROTOCOL => return Err(ClientError::Rejected),
+            SERVER_BUSY => return Err(ClientError::Busy),
             _ => Lookup::Found(message.into_body()),
         })
     }

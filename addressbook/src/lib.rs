@@ -2,7 +2,8 @@
 //!
 //! A client sends `Q` + a signed length byte + the e-mail; the server answers `R` + length + the
 //! owner's name, or `R` + `Error 404` when the e-mail is not in the book (wire format in
-//! [`protocol::addressbook`]).
+//! [`protocol::addressbook`]). A connection over the server's limit is answered `R` +
+//! [`SERVER_BUSY`] and closed.
 //!
 //! - [`book`]: the entries, built in or loaded from a CSV or JSON file.
 //! - [`server`]: [`server::run`] serves a listener until a shutdown future completes.
@@ -14,4 +15,4 @@ pub mod server;
 
 pub use book::{AddressBook, BookError};
 pub use client::{Client, ClientError, Lookup};
-pub use server::{ServerConfig, run};
+pub use server::{SERVER_BUSY, ServerConfig, run};

@@ -6,6 +6,10 @@
 //! not UTF-8) is answered as the seed answers it, `R` + `Error: Unknown message protocol`, and then
 //! disconnected with a lingering close so that it really receives that answer.
 //!
+//! At most [`ServerConfig::max_connections`] connections are served at once. One more is not
+//! left waiting: it is answered `R` + [`SERVER_BUSY`] (`b"R\x12Error: server busy"`) at once,
+//! whatever it sent, and closed the same lingering way.
+//!
 //! Structure follows mini-redis: [`run`] accepts connections under a semaphore, each connection is
 //! a task in a `TaskTracker`, and shutdown cancels a token and drains the tasks within a time bound.
 
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use protocol::addressbook::{AddressBookCodec, Kind, Message};
 use protocol::framed::FramedConnection;
-use server_kit::{ConnectionLimit, accept_waiting};
+use server_kit::{ConnectionLimit, accept_refusing};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +30,11 @@ use tracing::info;
 
 use crate::book::AddressBook;
 
+/// The body of the answer to a connection over [`ServerConfig::max_connections`], which is then
+/// closed. Like the seed's own errors it starts with `Error`, so a seed client prints it rather
+/// than taking it for a name.
+pub const SERVER_BUSY: &str = "Error: server busy";
+
 /// Everything the server needs besides its listener.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -33,7 +42,8 @@ pub struct ServerConfig {
     pub book: Arc<AddressBook>,
     /// A connection that sends no query for this long is closed.
     pub idle_timeout: Duration,
-    /// At most this many connections are served at once; more wait in the listen backlog.
+    /// At most this many connections are served at once; one more is answered `R` +
+    /// [`SERVER_BUSY`] and closed.
     pub max_connections: usize,
     /// How long closing a connection may wait on the peer: to take its last answers, and, after
     /// a protocol violation, to stop sending before the connection is dropped regardless.
@@ -71,13 +81,10 @@ pub async fn run(
         entries = config.book.len(),
         "address book server listening"
     );
-    let serve = |stream, peer| {
-        let config = Arc::clone(&config);
-        let cancel = cancel.clone();
-        async move { serve_connection(stream, peer, &config, &cancel).await }
-    };
+    let serve = |stream, peer| serve_connection(stream, peer, Arc::clone(&config), cancel.clone());
+    let refuse = |stream, peer| refuse_busy(stream, peer, Arc::clone(&config), cancel.clone());
     tokio::select! {
-        () = accept_waiting(&listener, &limit, &tracker, serve) => {}
+        () = accept_refusing(&listener, &limit, &tracker, serve, refuse) => {}
         () = shutdown => info!("address book server shutting down"),
     }
     drop(listener);
@@ -99,8 +106,8 @@ enum Ending {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    config: &ServerConfig,
-    cancel: &CancellationToken,
+    config: Arc<ServerConfig>,
+    cancel: CancellationToken,
 ) {
     info!(%peer, "connection opened");
     let mut conn = FramedConnection::new(stream, AddressBookCodec);
@@ -124,7 +131,20 @@ async fn serve_connection(
         conn.queue(answer).expect("encoding a message cannot fail");
         answered += 1;
     };
-    finish(conn, ending, peer, answered, config, cancel).await;
+    finish(conn, ending, peer, answered, &config, &cancel).await;
+}
+
+/// Tells a connection over the limit that the server is busy, and closes it.
+async fn refuse_busy(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    cancel: CancellationToken,
+) {
+    info!(%peer, max = config.max_connections, "refused: server busy");
+    let conn = FramedConnection::new(stream, AddressBookCodec);
+    let busy = Message::response(SERVER_BUSY).expect("a short constant");
+    answer_and_close(conn, busy, &config, &cancel).await;
 }
 
 /// The response to a query for `email`, logged.
@@ -152,17 +172,7 @@ async fn finish(
     match ending {
         Ending::Violation(reason) => {
             info!(%peer, %reason, "protocol violation; answering and closing");
-            conn.queue(Message::unknown_protocol())
-                .expect("encoding a message cannot fail");
-            if timeout(config.close_linger, conn.flush()).await.is_err() {
-                return;
-            }
-            // The answer is on its way; the peer may keep sending forever, so the linger bound
-            // or a shutdown ends the drain either way.
-            tokio::select! {
-                _ = timeout(config.close_linger, conn.close_after_draining()) => {}
-                () = cancel.cancelled() => {}
-            }
+            answer_and_close(conn, Message::unknown_protocol(), config, cancel).await;
         }
         Ending::Shutdown => {
             let _ = timeout(config.close_linger, conn.flush()).await;
@@ -173,5 +183,25 @@ async fn finish(
         }
         Ending::ClientClosed => info!(%peer, answered, "connection closed by the client"),
         Ending::Failed(reason) => info!(%peer, answered, %reason, "connection failed"),
+    }
+}
+
+/// Sends `last` after whatever is queued, then closes with a lingering drain, so that the peer
+/// really receives it even while it is still sending.
+async fn answer_and_close(
+    mut conn: FramedConnection<TcpStream, AddressBookCodec>,
+    last: Message,
+    config: &ServerConfig,
+    cancel: &CancellationToken,
+) {
+    conn.queue(last).expect("encoding a message cannot fail");
+    if timeout(config.close_linger, conn.flush()).await.is_err() {
+        return;
+    }
+    // The answer is on its way; the peer may keep sending forever, so the linger bound or a
+    // shutdown ends the drain either way.
+    tokio::select! {
+        _ = timeout(config.close_linger, conn.close_after_draining()) => {}
+        () = cancel.cancelled() => {}
     }
 }

@@ -1,7 +1,8 @@
 //! The `cli` binary as a user runs it: `addressbook query` and `serve` against real servers,
-//! exit statuses, piped input, start-up errors, signals, the demo and the help texts.
+//! exit statuses (a busy server included), piped input, start-up errors, the open-file limit,
+//! signals, the demo and the help texts.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener as StdListener;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -22,9 +23,13 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(ServerConfig::new(AddressBook::seed()))
+    }
+
+    fn start_with(config: ServerConfig) -> Server {
         let runtime = Runtime::new().unwrap();
         let running = runtime.block_on(RunningServer::start(|listener, shutdown| {
-            addressbook::run(listener, ServerConfig::new(AddressBook::seed()), shutdown)
+            addressbook::run(listener, config, shutdown)
         }));
         let addr = running.addr.to_string();
         Server {
@@ -113,6 +118,33 @@ fn query_exits_2_with_a_message_when_the_server_is_unreachable() {
         message.contains("cannot connect") && message.contains(&addr),
         "{message}"
     );
+}
+
+#[test]
+fn query_exits_2_saying_so_when_the_server_is_busy() {
+    let mut config = ServerConfig::new(AddressBook::seed());
+    config.max_connections = 1;
+    let server = Server::start_with(config);
+    // Holds the only slot; its answer proves the server has taken it.
+    let mut holder = std::net::TcpStream::connect(&server.addr).unwrap();
+    holder.write_all(b"Q\x0eluke@gmail.com").unwrap();
+    let mut answer = [0u8; 16];
+    holder.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"R\x0eLuke Skywalker");
+
+    let output = cli(&[
+        "addressbook",
+        "query",
+        "luke@gmail.com",
+        "--server",
+        &server.addr,
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stdout(&output), "");
+    let message = stderr(&output);
+    assert!(message.contains("server is busy"), "{message}");
 }
 
 #[test]
@@ -242,7 +274,7 @@ fn serve_answers_queries_and_stops_on_sigterm() {
         .unwrap();
     assert!(killed.success());
     let mut rest = String::new();
-    std::io::Read::read_to_string(&mut server_stdout, &mut rest).unwrap();
+    server_stdout.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "Press Ctrl+C to quit.\n");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
@@ -256,6 +288,34 @@ fn serve_answers_queries_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "serve exited with {status}");
+}
+
+/// The soft and hard open-file limits of process `pid`.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+#[test]
+fn serve_lifts_its_open_file_limit_to_the_hard_limit() {
+    // Started with a soft limit of 256, as many systems start processes with 1024.
+    let mut server = process::start_server(Command::new("sh").args([
+        "-c",
+        "ulimit -Sn 256 && exec \"$0\" addressbook serve --port 0",
+        CLI,
+    ]));
+    let (soft, hard) = open_file_limits(server.child.id());
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    assert_eq!(
+        soft, hard,
+        "the server kept a soft limit below its hard limit"
+    );
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //! - [`shutdown`]: waiting for connection tasks within a grace period;
 //! - [`atomic_file`]: replacing a file so that a crash leaves the old or the new content, never a
 //!   mixture;
+//! - [`fd_limit`]: lifting the open-file limit to the hard limit at start-up, so a server can
+//!   hold as many connections as the system allows;
 //! - [`password`]: argon2id password hashes and the slow-down after failed log-ins;
 //! - [`reliable_udp`]: the tokio driver of the reliable-datagram layer, a client connection or a
 //!   listener demultiplexing many peers on one `UdpSocket`;
@@ -17,6 +19,7 @@
 pub mod accept;
 pub mod atomic_file;
 pub mod connect;
+pub mod fd_limit;
 pub mod listen;
 pub mod lossy_relay;
 pub mod password;

@@ -1,10 +1,10 @@
 //! The address-book server against raw sockets: the seed client's exact traffic, hits, misses,
 //! both kinds of protocol violation, persistent and pipelined connections, concurrency, garbage,
-//! the idle timeout, the connection limit and shutdown.
+//! the idle timeout, the connection limit (one more is told the server is busy) and shutdown.
 
 use std::time::Duration;
 
-use addressbook::{AddressBook, Client, Lookup, ServerConfig};
+use addressbook::{AddressBook, Client, ClientError, Lookup, SERVER_BUSY, ServerConfig};
 use integration_tests::{PATIENCE, RunningServer, read_n, read_until_closed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -13,6 +13,7 @@ use tokio::time::{sleep, timeout};
 const LUKE_HIT: &[u8] = b"R\x0eLuke Skywalker";
 const MISS: &[u8] = b"R\x09Error 404";
 const VIOLATION: &[u8] = b"R\x1fError: Unknown message protocol";
+const BUSY: &[u8] = b"R\x12Error: server busy";
 
 async fn start(config: ServerConfig) -> RunningServer {
     RunningServer::start(|listener, shutdown| addressbook::run(listener, config, shutdown)).await
@@ -285,26 +286,86 @@ async fn an_idle_connection_is_closed_and_an_active_one_is_not() {
 }
 
 #[tokio::test]
-async fn connections_over_the_limit_wait_for_a_free_slot() {
+async fn a_query_trickled_a_byte_at_a_time_is_cut_off_at_the_idle_timeout() {
+    let mut config = ServerConfig::new(AddressBook::seed());
+    config.idle_timeout = Duration::from_millis(300);
+    let server = start(config).await;
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let query = b"Q\x0eluke@gmail.com";
+    let mut sent = 0;
+    for byte in query {
+        if slow.write_all(&[*byte]).await.is_err() || started.elapsed() > PATIENCE {
+            break;
+        }
+        sent += 1;
+        sleep(Duration::from_millis(50)).await;
+    }
+    // The timeout covers the whole query, not each byte: the connection is gone mid-query.
+    assert!(sent < query.len(), "cut off before the query was whole");
+    assert_eq!(read_until_closed(&mut slow).await, b"");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    server.stop().await;
+}
+
+/// A server of one connection, with `first` holding it (its query answered).
+async fn start_full() -> (RunningServer, TcpStream) {
     let mut config = ServerConfig::new(AddressBook::seed());
     config.max_connections = 1;
     let server = start(config).await;
-
     let mut first = TcpStream::connect(server.addr).await.unwrap();
     first.write_all(b"Q\x0eluke@gmail.com").await.unwrap();
     assert_eq!(read_n(&mut first, LUKE_HIT.len()).await, LUKE_HIT);
+    (server, first)
+}
 
-    let mut second = TcpStream::connect(server.addr).await.unwrap();
-    second.write_all(b"Q\x0eluke@gmail.com").await.unwrap();
-    let mut byte = [0u8; 1];
-    let waited = timeout(Duration::from_millis(300), second.read(&mut byte)).await;
+#[tokio::test]
+async fn a_connection_over_the_limit_is_told_the_server_is_busy_and_closed() {
+    let (server, mut first) = start_full().await;
+
+    assert_eq!(&BUSY[2..], SERVER_BUSY.as_bytes());
+    // Told at once, before it sends anything, then closed cleanly.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    assert_eq!(read_until_closed(&mut silent).await, BUSY);
+
+    // A seed client sends its query first: the same answer, and no reset destroys it.
+    let mut asking = TcpStream::connect(server.addr).await.unwrap();
+    send_like_seed_client(&mut asking, "luke@gmail.com").await;
+    assert_eq!(read_until_closed(&mut asking).await, BUSY);
+
+    // The connection holding the slot is still served.
+    first.write_all(b"Q\x0eluke@gmail.com").await.unwrap();
+    assert_eq!(read_n(&mut first, LUKE_HIT.len()).await, LUKE_HIT);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_client_reports_a_busy_server_and_a_freed_slot_serves_again() {
+    let (server, first) = start_full().await;
+    let mut refused = Client::connect(server.addr, PATIENCE).await.unwrap();
+    let err = refused.lookup("luke@gmail.com").await.unwrap_err();
+    assert!(matches!(err, ClientError::Busy), "{err:?}");
     assert!(
-        waited.is_err(),
-        "the second connection was served while the first held the only slot"
+        !err.is_connection_lost(),
+        "a busy server is not a lost connection"
     );
 
     drop(first);
-    assert_eq!(read_n(&mut second, LUKE_HIT.len()).await, LUKE_HIT);
+    // The slot frees once the server sees the close; until then newcomers are still refused.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let mut client = Client::connect(server.addr, PATIENCE).await.unwrap();
+        match client.lookup("abc@gmail.com").await {
+            Ok(answer) => {
+                assert_eq!(answer, Lookup::Found("abc".into()));
+                break;
+            }
+            Err(ClientError::Busy) if tokio::time::Instant::now() < deadline => {
+                sleep(Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("the freed slot did not serve: {err}"),
+        }
+    }
     server.stop().await;
 }
 

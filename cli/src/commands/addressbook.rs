@@ -20,14 +20,16 @@ pub enum AddressbookCommand {
     ///
     /// Without --book it answers the seed's four entries. One connection answers any number of
     /// queries; a client that breaks the protocol is answered `Error: Unknown message protocol`
-    /// and disconnected.
+    /// and disconnected. A connection over --max-connections is answered `Error: server busy`
+    /// and closed.
     Serve(ServeArgs),
     /// Look e-mail addresses up.
     ///
     /// With e-mails as arguments: prints `<email> belongs to <name>` or `<email> was not found in
     /// the address book` for each, over one connection, and exits 0 when all were found, 1 when any
-    /// was not, 2 on a connection or protocol error. Without e-mails: the seed's interactive loop,
-    /// which also reads from a pipe (an e-mail line, then a y/n line, and so on).
+    /// was not, 2 on a connection or protocol error or when the server is busy. Without e-mails:
+    /// the seed's interactive loop, which also reads from a pipe (an e-mail line, then a y/n line,
+    /// and so on).
     Query(QueryArgs),
 }
 
@@ -47,7 +49,8 @@ pub struct ServeArgs {
     /// Close a connection that sends no query for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
-    /// Serve at most this many connections at once; later ones wait until one closes.
+    /// Serve at most this many connections at once; one more is answered `Error: server busy`
+    /// and closed.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 }
@@ -76,6 +79,7 @@ pub fn run(command: AddressbookCommand) -> anyhow::Result<ExitCode> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     logging::init("info");
+    server_kit::fd_limit::raise_for_server();
     let book = match &args.book {
         Some(path) => AddressBook::load(path)?,
         None => AddressBook::seed(),

@@ -102,6 +102,7 @@ pub fn run(command: ForumCommand) -> anyhow::Result<ExitCode> {
     match command {
         ForumCommand::Serve(args) => {
             logging::init("info");
+            server_kit::fd_limit::raise_for_server();
             // Blocking (hashing the assignment's plaintext passwords): before the runtime starts.
             let forum = Forum::open(&args.data_dir, args.admin_password.clone())
                 .with_context(|| format!("cannot open the forum in {}", args.data_dir.display()))?;

@@ -120,6 +120,7 @@ fn settings_help() -> String {
 /// Runs `cli record-server` until SIGINT or SIGTERM.
 pub fn run(args: RecordServerArgs) -> anyhow::Result<ExitCode> {
     logging::init("info");
+    server_kit::fd_limit::raise_for_server();
     let cwd = std::env::current_dir().context("cannot tell the current folder")?;
     let settings = Settings::load(&args.overrides(), &cwd)?;
     let source = match &settings.env_file {

@@ -92,6 +92,7 @@ pub struct PeerArgs {
 /// Serves the signaling server until Ctrl+C or SIGTERM.
 pub fn serve_signal(args: SignalArgs) -> anyhow::Result<ExitCode> {
     logging::init("info");
+    server_kit::fd_limit::raise_for_server();
     let config = SignalConfig {
         data_dir: args.data_dir.clone(),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),

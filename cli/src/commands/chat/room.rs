@@ -50,6 +50,7 @@ pub struct JoinArgs {
 /// Serves the room until Ctrl+C or SIGTERM.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     logging::init("info");
+    server_kit::fd_limit::raise_for_server();
     runtime()?.block_on(async {
         let signals = StopSignals::install()?;
         let listener = server_kit::listen(&args.host, args.port)

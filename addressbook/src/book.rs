@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use protocol::addressbook::{MAX_BODY_LEN, NOT_FOUND, UNKNOWN_PROTOCOL};
+use protocol::addressbook::{MAX_BODY_LEN, Message, NOT_FOUND, UNKNOWN_PROTOCOL};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use thiserror::Error;
 
@@ -58,7 +58,9 @@ pub enum BookError {
 /// E-mail addresses (compared without case) and their owners' names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddressBook {
-    names: HashMap<String, String>,
+    /// Lower-cased e-mail to the response naming its owner, built once at load so that answering
+    /// a query copies bytes and allocates nothing.
+    answers: HashMap<String, Message>,
 }
 
 impl AddressBook {
@@ -89,7 +91,7 @@ impl AddressBook {
         } else {
             parse_csv(text, path)?
         };
-        if book.names.is_empty() {
+        if book.answers.is_empty() {
             return Err(BookError::Empty {
                 path: path.to_owned(),
             });
@@ -99,17 +101,30 @@ impl AddressBook {
 
     /// The name of the owner of `email`, whatever its case.
     pub fn lookup(&self, email: &str) -> Option<&str> {
-        self.names.get(&email.to_lowercase()).map(String::as_str)
+        self.answer(email).map(Message::body)
+    }
+
+    /// The response naming the owner of `email` (whatever its case), ready to send.
+    pub fn answer(&self, email: &str) -> Option<&Message> {
+        // Keys are lower case: most queries are too, and need no lowered copy.
+        if let Some(answer) = self.answers.get(email) {
+            return Some(answer);
+        }
+        let lowered = email.to_lowercase();
+        if lowered == email {
+            return None;
+        }
+        self.answers.get(&lowered)
     }
 
     /// How many entries the book holds.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.answers.len()
     }
 
     /// Whether the book holds no entries.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.answers.is_empty()
     }
 
     /// Adds an entry after checking it can be queried and answered; the reason when it cannot.
@@ -124,10 +139,11 @@ impl AddressBook {
             ));
         }
         let key = email.to_lowercase();
-        if self.names.contains_key(&key) {
+        if self.answers.contains_key(&key) {
             return Err(format!("the e-mail {email:?} is listed twice"));
         }
-        self.names.insert(key, name.to_owned());
+        let answer = Message::response(name).map_err(|err| err.to_string())?;
+        self.answers.insert(key, answer);
         Ok(())
     }
 }

@@ -112,10 +112,18 @@ async fn serve_connection(
     info!(%peer, "connection opened");
     let mut conn = FramedConnection::new(stream, AddressBookCodec);
     let mut answered = 0u64;
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
+    let not_found = Message::not_found();
     let ending = loop {
-        let frame = tokio::select! {
-            () = cancel.cancelled() => break Ending::Shutdown,
-            frame = timeout(config.idle_timeout, conn.read_frame()) => frame,
+        // Pipelined queries already buffered are answered straight away; the idle timeout and
+        // the shutdown are only watched while waiting for the socket.
+        let frame = match conn.buffered_frame() {
+            Ok(None) => tokio::select! {
+                () = &mut cancelled => break Ending::Shutdown,
+                frame = timeout(config.idle_timeout, conn.read_frame()) => frame,
+            },
+            buffered => Ok(buffered),
         };
         let query = match frame {
             Err(_elapsed) => break Ending::Idle,
@@ -127,7 +135,7 @@ async fn serve_connection(
             }
             Ok(Err(err)) => break Ending::Failed(err.to_string()),
         };
-        let answer = answer(&config.book, query.body(), peer);
+        let answer = answer(&config.book, query.body(), &not_found, peer);
         conn.queue(answer).expect("encoding a message cannot fail");
         answered += 1;
     };
@@ -147,16 +155,21 @@ async fn refuse_busy(
     answer_and_close(conn, busy, &config, &cancel).await;
 }
 
-/// The response to a query for `email`, logged.
-fn answer(book: &AddressBook, email: &str, peer: SocketAddr) -> Message {
-    match book.lookup(email) {
-        Some(name) => {
-            info!(%peer, email, name, "query answered");
-            Message::response(name).expect("book entries fit a message")
+/// The response to a query for `email` (the book's, or `not_found`), logged.
+fn answer<'a>(
+    book: &'a AddressBook,
+    email: &str,
+    not_found: &'a Message,
+    peer: SocketAddr,
+) -> &'a Message {
+    match book.answer(email) {
+        Some(answer) => {
+            info!(%peer, email, name = answer.body(), "query answered");
+            answer
         }
         None => {
             info!(%peer, email, "query for an unknown e-mail");
-            Message::not_found()
+            not_found
         }
     }
 }

@@ -76,6 +76,18 @@ where
         }
     }
 
+    /// A frame already in the read buffer, decoded without touching the socket (no await, no
+    /// timer): `Ok(None)` when no whole frame is buffered, or when the queued replies have reached
+    /// [`WRITE_HIGH_WATER`] and must be flushed first; [`FramedConnection::read_frame`] then does
+    /// both. A server answering pipelined requests takes them from here and only arms its idle
+    /// timeout when it has to wait for the socket.
+    pub fn buffered_frame(&mut self) -> Result<Option<C::Item>, C::Error> {
+        if self.write_buf.len() >= WRITE_HIGH_WATER {
+            return Ok(None);
+        }
+        self.codec.decode(&mut self.read_buf)
+    }
+
     fn end_of_stream(&mut self) -> Result<Option<C::Item>, C::Error> {
         if self.read_buf.is_empty() {
             return Ok(None);
@@ -166,6 +178,33 @@ mod tests {
 
         assert_eq!(client.read_frame().await.unwrap().unwrap().body(), "a@x");
         assert_eq!(client.read_frame().await.unwrap().unwrap().body(), "b@x");
+    }
+
+    #[tokio::test]
+    async fn buffered_frames_come_without_reading_and_stop_at_the_high_water_mark() {
+        let (mut client, server) = duplex(1024);
+        let mut server = FramedConnection::new(server, AddressBookCodec);
+        assert!(
+            server.buffered_frame().unwrap().is_none(),
+            "nothing read yet"
+        );
+        client.write_all(b"Q\x03a@xQ\x03b@xQ\x02c").await.unwrap();
+        assert_eq!(server.read_frame().await.unwrap().unwrap().body(), "a@x");
+        assert_eq!(server.buffered_frame().unwrap().unwrap().body(), "b@x");
+        // Half a frame is buffered: it waits for the socket.
+        assert!(server.buffered_frame().unwrap().is_none());
+        client.write_all(b"@").await.unwrap();
+        assert_eq!(server.read_frame().await.unwrap().unwrap().body(), "c@");
+
+        client.write_all(b"Q\x03d@xQ\x03e@x").await.unwrap();
+        assert_eq!(server.read_frame().await.unwrap().unwrap().body(), "d@x");
+        let filler = Message::response("x".repeat(127)).unwrap();
+        while server.write_buf.len() < WRITE_HIGH_WATER {
+            server.queue(filler.clone()).unwrap();
+        }
+        assert!(server.buffered_frame().unwrap().is_none(), "flush first");
+        server.write_buf.clear();
+        assert_eq!(server.buffered_frame().unwrap().unwrap().body(), "e@x");
     }
 
     #[tokio::test]

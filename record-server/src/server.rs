@@ -10,8 +10,9 @@
 //! and the connection goes on; a request over MAX_MESSAGE_BYTES is answered and the connection
 //! closed (the stream cannot be resynchronised without reading the whole of it). A write the
 //! disk refuses is answered with the reason (`the server's disk is full`, `... read-only`);
-//! reads go on, and writes work again once the disk does. The seed's console lines
-//! (`Handling write request of client: 150210710`, ...) are the log messages.
+//! reads go on, and writes work again once the disk does. Reads are answered from the store's
+//! memory, never from the files ([`crate::store`] says why and what that costs). The seed's
+//! console lines (`Handling write request of client: 150210710`, ...) are the log messages.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -290,7 +291,7 @@ async fn handle(request: Request, session: &mut Session, shared: &Shared) -> Res
             "Not authorised: authenticate as client {id} first (request type 4 with the password as data)."
         )),
         RequestKind::Write => write(&id, &request.data, shared).await,
-        RequestKind::Read => read(&id, shared).await,
+        RequestKind::Read => read(&id, shared),
         RequestKind::Info => unreachable!("answered above"),
     };
     match outcome {
@@ -319,15 +320,14 @@ async fn write(id: &RecordId, data: &str, shared: &Shared) -> Result<String, Str
     }
 }
 
-async fn read(id: &RecordId, shared: &Shared) -> Result<String, String> {
-    match shared.config.store.read(id).await {
-        Ok(Some(content)) => Ok(content),
-        Ok(None) => Err(READ_MISS.to_owned()),
-        Err(err) => {
-            error!("Could not read the file of client {id}: {err}");
-            Err(READ_MISS.to_owned())
-        }
-    }
+/// The record of `id`, answered from the store's memory.
+fn read(id: &RecordId, shared: &Shared) -> Result<String, String> {
+    shared
+        .config
+        .store
+        .read(id)
+        .map(|content| String::from(&*content))
+        .ok_or_else(|| READ_MISS.to_owned())
 }
 
 async fn authenticate(

@@ -13,10 +13,34 @@
 //! or corrupt record file is rebuilt from the records' first lines; an entry whose file vanished
 //! is dropped; a record file the index does not know is added; an entry whose timestamp is not
 //! its file's takes the file's. Each repair is logged as a warning.
+//!
+//! # Records are held in memory
+//!
+//! Every record's current content is kept in memory beside the index, so that
+//! [`RecordStore::read`] answers without a system call and without tokio's blocking pool (a read
+//! that went to the file spent most of its time handing the work to that pool and back). The
+//! contents are loaded when the store opens (which opens every record's file anyway, to reconcile
+//! the record file), replaced by a write or a restamp only once the new file has been durably
+//! renamed into place, under the same id lock, so a read never answers what the disk does not
+//! hold, and forgotten when a record's file is found gone. A write the disk refuses leaves the
+//! old content.
+//!
+//! The server owns its data folder while it runs: a record file changed or deleted behind its
+//! back is not seen by reads, which go on answering what the server last wrote (and a file added
+//! behind its back is not served). The one exception is the updater's restamp, which rewrites a
+//! record's file and so starts from what that file holds: an edit made behind the server's back
+//! is picked up then, and a deleted file is dropped from memory and index. Restart the server to
+//! pick up changes at once.
+//!
+//! The memory this costs is the size of the records' files (invalid UTF-8 replaced) plus about a
+//! hundred bytes per id: 10,000 records of a few hundred bytes take a few megabytes. A record
+//! written through the server is at most `MAX_MESSAGE_BYTES` plus its timestamp line, so memory
+//! is bounded by the number of records times that; files found in the folder at start-up are
+//! held whole, whatever their size (the total is logged when the store opens).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
@@ -113,16 +137,18 @@ pub struct RecordStore {
 struct Inner {
     files: PathBuf,
     record_file: PathBuf,
-    index: Mutex<Versioned>,
+    state: Mutex<State>,
     /// The version of the index last saved; held while saving.
     saved: tokio::sync::Mutex<u64>,
     id_locks: Mutex<HashMap<RecordId, Weak<tokio::sync::Mutex<()>>>>,
 }
 
-/// The index and a counter bumped by every change, for the group commit.
+/// The index, every record's content, and a counter bumped by every change (for the group
+/// commit). `contents` has an entry exactly for each id of `index`.
 #[derive(Debug)]
-struct Versioned {
+struct State {
     index: RecordIndex,
+    contents: HashMap<RecordId, Arc<str>>,
     version: u64,
 }
 
@@ -138,8 +164,8 @@ impl RecordStore {
             report.leftovers += server_kit::atomic_file::remove_leftovers(folder)
                 .map_err(StoreError::io("cannot clean", folder))?;
         }
-        let on_disk = list_records(files)?;
-        let index = load_index(record_file, files, &on_disk, &mut report)?;
+        let contents = load_contents(files, &list_records(files)?)?;
+        let index = load_index(record_file, files, &contents, &mut report)?;
         let changed = report.rebuilt
             || !report.dropped.is_empty()
             || !report.added.is_empty()
@@ -149,11 +175,21 @@ impl RecordStore {
             server_kit::write_atomically(record_file, &index.to_json())
                 .map_err(StoreError::io("cannot write", record_file))?;
         }
+        let held: usize = contents.values().map(|content| content.len()).sum();
+        info!(
+            "Holding {} records ({held} bytes) in memory.",
+            contents.len()
+        );
+        let state = State {
+            index,
+            contents: contents.into_iter().collect(),
+            version: 0,
+        };
         let store = RecordStore {
             inner: Arc::new(Inner {
                 files: files.to_owned(),
                 record_file: record_file.to_owned(),
-                index: Mutex::new(Versioned { index, version: 0 }),
+                state: Mutex::new(state),
                 saved: tokio::sync::Mutex::new(0),
                 id_locks: Mutex::new(HashMap::new()),
             }),
@@ -163,7 +199,7 @@ impl RecordStore {
 
     /// How many records there are.
     pub fn len(&self) -> usize {
-        self.index().index.len()
+        self.state().index.len()
     }
 
     /// Whether there are none.
@@ -173,7 +209,7 @@ impl RecordStore {
 
     /// The timestamp the index holds for `id`.
     pub fn timestamp_of(&self, id: &RecordId) -> Option<Timestamp> {
-        self.index().index.get(id)
+        self.state().index.get(id)
     }
 
     /// The record file's path.
@@ -183,31 +219,28 @@ impl RecordStore {
 
     /// Stores `data` as the record of `id` under a fresh `Last updated:` line (replacing the
     /// client's), then records the same timestamp in the index; both durable before it returns.
+    /// Reads answer the new content from the moment its file is in place; when the disk refuses
+    /// the file, they go on answering the old.
     pub async fn write(&self, id: &RecordId, data: &str) -> Result<Timestamp, StoreError> {
         let lock = self.lock_id(id);
         let _guard = lock.lock().await;
         let now = Timestamp::now();
-        self.replace_file(id, timestamp::stamp(data, now)).await?;
-        let version = self.update_index(|index| index.set(id, now));
+        let content: Arc<str> = timestamp::stamp(data, now).into();
+        self.replace_file(id, Arc::clone(&content)).await?;
+        let version = self.hold(id, now, content);
         self.save_index(version).await?;
         Ok(now)
     }
 
-    /// The record of `id`, or `None` when there is none.
-    pub async fn read(&self, id: &RecordId) -> Result<Option<String>, StoreError> {
-        let path = self.inner.files.join(id.file_name());
-        match tokio::fs::read(&path).await {
-            Ok(bytes) => Ok(Some(String::from_utf8(bytes).unwrap_or_else(|invalid| {
-                String::from_utf8_lossy(invalid.as_bytes()).into_owned()
-            }))),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(StoreError::io("cannot read", &path)(err)),
-        }
+    /// The record of `id` as last written (or found at start-up), or `None` when there is none.
+    /// From memory: no file is read (see the module's documentation).
+    pub fn read(&self, id: &RecordId) -> Option<Arc<str>> {
+        self.state().contents.get(id).cloned()
     }
 
     /// The ids whose index timestamp is more than `threshold` old at `now`, in index order.
     pub fn stale(&self, threshold: Duration, now: Timestamp) -> Vec<RecordId> {
-        self.index()
+        self.state()
             .index
             .iter()
             .filter(|(_, at)| at.age(now) > threshold)
@@ -216,8 +249,10 @@ impl RecordStore {
     }
 
     /// Gives the record of `id` the timestamp `now` in its first line and in the index, unless
-    /// it was rewritten since it was found older than `threshold`. The index is not saved: call
-    /// [`RecordStore::save`] after a batch.
+    /// it was rewritten since it was found older than `threshold`. It starts from the record's
+    /// file, not from memory (so a file deleted behind the server's back is dropped, and an edit
+    /// made behind its back kept), and reads answer the restamped record afterwards. The index is
+    /// not saved: call [`RecordStore::save`] after a batch.
     pub async fn restamp(
         &self,
         id: &RecordId,
@@ -232,36 +267,45 @@ impl RecordStore {
         {
             return Ok(Restamp::Fresh);
         }
-        let Some(content) = self.read(id).await? else {
-            self.update_index(|index| {
-                index.remove(id);
-            });
+        let path = self.inner.files.join(id.file_name());
+        let Some(content) = read_file(path).await? else {
+            self.forget(id);
             return Ok(Restamp::Vanished);
         };
-        self.replace_file(id, timestamp::stamp(&content, now))
-            .await?;
-        self.update_index(|index| index.set(id, now));
+        let restamped: Arc<str> = timestamp::stamp(&content, now).into();
+        self.replace_file(id, Arc::clone(&restamped)).await?;
+        self.hold(id, now, restamped);
         Ok(Restamp::Updated)
     }
 
     /// Saves the index if it changed since it was last saved.
     pub async fn save(&self) -> Result<(), StoreError> {
-        let version = self.index().version;
+        let version = self.state().version;
         self.save_index(version).await
     }
 
-    fn index(&self) -> std::sync::MutexGuard<'_, Versioned> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner
-            .index
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn update_index(&self, change: impl FnOnce(&mut RecordIndex)) -> u64 {
-        let mut versioned = self.index();
-        change(&mut versioned.index);
-        versioned.version += 1;
-        versioned.version
+    /// Records that `id`'s file now holds `content`, stamped `at`; the new version.
+    fn hold(&self, id: &RecordId, at: Timestamp, content: Arc<str>) -> u64 {
+        let mut state = self.state();
+        state.index.set(id, at);
+        state.contents.insert(id.clone(), content);
+        state.version += 1;
+        state.version
+    }
+
+    /// Records that `id` has no file any more.
+    fn forget(&self, id: &RecordId) {
+        let mut state = self.state();
+        state.index.remove(id);
+        state.contents.remove(id);
+        state.version += 1;
     }
 
     /// Makes sure the index as of `version` (or later) is on disk.
@@ -271,8 +315,8 @@ impl RecordStore {
             return Ok(()); // a concurrent writer saved our change along with its own
         }
         let (bytes, snapshot) = {
-            let versioned = self.index();
-            (versioned.index.to_json(), versioned.version)
+            let state = self.state();
+            (state.index.to_json(), state.version)
         };
         let path = self.inner.record_file.clone();
         blocking_write(path, bytes).await?;
@@ -280,8 +324,9 @@ impl RecordStore {
         Ok(())
     }
 
-    async fn replace_file(&self, id: &RecordId, content: String) -> Result<(), StoreError> {
-        blocking_write(self.inner.files.join(id.file_name()), content.into_bytes()).await
+    async fn replace_file(&self, id: &RecordId, content: Arc<str>) -> Result<(), StoreError> {
+        let path = self.inner.files.join(id.file_name());
+        blocking_write(path, Arc::<[u8]>::from(content)).await
     }
 
     /// The lock serializing changes to `id`'s record, created on first use and forgotten when
@@ -304,12 +349,32 @@ impl RecordStore {
     }
 }
 
-pub(crate) async fn blocking_write(path: PathBuf, bytes: Vec<u8>) -> Result<(), StoreError> {
+/// [`server_kit::write_atomically`] on tokio's blocking pool.
+pub(crate) async fn blocking_write(
+    path: PathBuf,
+    bytes: impl AsRef<[u8]> + Send + 'static,
+) -> Result<(), StoreError> {
     let target = path.clone();
-    tokio::task::spawn_blocking(move || server_kit::write_atomically(&target, &bytes))
+    tokio::task::spawn_blocking(move || server_kit::write_atomically(&target, bytes.as_ref()))
         .await
         .map_err(|err| StoreError::io("cannot write", &path)(io::Error::other(err)))?
         .map_err(StoreError::io("cannot write", &path))
+}
+
+/// The file at `path` as text (invalid UTF-8 replaced), or `None` when there is none. On tokio's
+/// blocking pool.
+async fn read_file(path: PathBuf) -> Result<Option<String>, StoreError> {
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok(Some(text_of(bytes))),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(StoreError::io("cannot read", &path)(err)),
+    }
+}
+
+/// `bytes` as text, invalid UTF-8 replaced.
+fn text_of(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
 /// The ids that have a record file in `files`; other files are ignored.
@@ -326,15 +391,28 @@ fn list_records(files: &Path) -> Result<Vec<RecordId>, StoreError> {
             _ => debug!(file = ?entry.file_name(), "not a record file; ignored"),
         }
     }
-    ids.sort();
     Ok(ids)
 }
+
+/// The content of each of `ids`' record files, by id.
+fn load_contents(files: &Path, ids: &[RecordId]) -> Result<OnDisk, StoreError> {
+    let mut contents = OnDisk::new();
+    for id in ids {
+        let path = files.join(id.file_name());
+        let bytes = fs::read(&path).map_err(StoreError::io("cannot read", &path))?;
+        contents.insert(id.clone(), text_of(bytes).into());
+    }
+    Ok(contents)
+}
+
+/// The records found in the folder at start-up, in id order.
+type OnDisk = BTreeMap<RecordId, Arc<str>>;
 
 /// The index, reconciled with the records in the folder.
 fn load_index(
     record_file: &Path,
     files: &Path,
-    on_disk: &[RecordId],
+    on_disk: &OnDisk,
     report: &mut OpenReport,
 ) -> Result<RecordIndex, StoreError> {
     let problem = match fs::read(record_file) {
@@ -344,7 +422,7 @@ fn load_index(
                 for (key, value) in parsed.rejected {
                     warn!(file = %record_file.display(), key, value, "record file entry is not an id and a timestamp; dropped");
                 }
-                return reconcile(parsed.index, files, on_disk, report);
+                return Ok(reconcile(parsed.index, files, on_disk, report));
             }
             Err(reason) => format!("is corrupt ({reason})"),
         },
@@ -363,8 +441,8 @@ fn load_index(
     );
     report.rebuilt = true;
     let mut index = RecordIndex::default();
-    for id in on_disk {
-        index.set(id, first_line_timestamp(files, id)?);
+    for (id, content) in on_disk {
+        index.set(id, first_line_timestamp(files, id, content));
     }
     Ok(index)
 }
@@ -372,30 +450,30 @@ fn load_index(
 fn reconcile(
     mut index: RecordIndex,
     files: &Path,
-    on_disk: &[RecordId],
+    on_disk: &OnDisk,
     report: &mut OpenReport,
-) -> Result<RecordIndex, StoreError> {
+) -> RecordIndex {
     let vanished: Vec<RecordId> = index
         .iter()
         .map(|(id, _)| id.clone())
-        .filter(|id| on_disk.binary_search(id).is_err())
+        .filter(|id| !on_disk.contains_key(id))
         .collect();
     for id in vanished {
         warn!("The file of client {id} has vanished; its record is dropped.");
         index.remove(&id);
         report.dropped.push(id.to_string());
     }
-    for id in on_disk {
+    for (id, content) in on_disk {
         match index.get(id) {
             None => {
-                let at = first_line_timestamp(files, id)?;
+                let at = first_line_timestamp(files, id, content);
                 warn!(
                     "The file of client {id} was not in the record file; added with timestamp {at}."
                 );
                 index.set(id, at);
                 report.added.push(id.to_string());
             }
-            Some(listed) => match stamp_in_file(files, id)? {
+            Some(listed) => match Timestamp::of_record(content) {
                 Some(at) if at != listed => {
                     warn!(
                         "The file of client {id} is stamped {at}, the record file said {listed}; corrected."
@@ -407,34 +485,16 @@ fn reconcile(
             },
         }
     }
-    Ok(index)
+    index
 }
 
-/// The timestamp in a record's `Last updated:` line, if its first line is one. Reads only the
-/// start of the file.
-fn stamp_in_file(files: &Path, id: &RecordId) -> Result<Option<Timestamp>, StoreError> {
-    let path = files.join(id.file_name());
-    let mut start = Vec::with_capacity(FIRST_LINE_BYTES);
-    fs::File::open(&path)
-        .and_then(|file| file.take(FIRST_LINE_BYTES as u64).read_to_end(&mut start))
-        .map_err(StoreError::io("cannot read", &path))?;
-    let first = start.split(|&b| b == b'\n').next().unwrap_or_default();
-    Ok(std::str::from_utf8(first)
-        .ok()
-        .and_then(Timestamp::of_record))
-}
-
-/// Enough of a record for its `Last updated: YYYY-MM-DD HH:MM:SS` line, with room to spare.
-const FIRST_LINE_BYTES: usize = 128;
-
-/// The timestamp in a record's first line, or its file's modification time when the line is
-/// missing or unreadable.
-fn first_line_timestamp(files: &Path, id: &RecordId) -> Result<Timestamp, StoreError> {
-    if let Some(at) = stamp_in_file(files, id)? {
-        return Ok(at);
+/// The timestamp in the first line of `content`, `id`'s record, or its file's modification time
+/// when the line is missing or unreadable.
+fn first_line_timestamp(files: &Path, id: &RecordId, content: &str) -> Timestamp {
+    if let Some(at) = Timestamp::of_record(content) {
+        return at;
     }
-    let path = files.join(id.file_name());
-    let modified = fs::metadata(&path)
+    let modified = fs::metadata(files.join(id.file_name()))
         .and_then(|meta| meta.modified())
         .unwrap_or_else(|_| SystemTime::now());
     let at = Timestamp::parse(
@@ -444,7 +504,7 @@ fn first_line_timestamp(files: &Path, id: &RecordId) -> Result<Timestamp, StoreE
     )
     .unwrap_or_else(Timestamp::now);
     warn!("The file of client {id} has no `Last updated:` line; using its modification time {at}.");
-    Ok(at)
+    at
 }
 
 #[cfg(test)]
@@ -509,9 +569,11 @@ mod tests {
         assert_eq!(report, OpenReport::default());
         assert_eq!(store.len(), 10);
         assert_eq!(fs::read(&folder.record_file).unwrap(), before, "untouched");
-        let content = store.read(&id("150999910")).await.unwrap().unwrap();
-        let on_disk = fs::read_to_string(folder.files.join("150999910.txt")).unwrap();
-        assert_eq!(content, on_disk);
+        for n in 1..=10 {
+            let id = id(&format!("1509999{n:02}"));
+            let on_disk = fs::read_to_string(folder.files.join(id.file_name())).unwrap();
+            assert_eq!(store.read(&id).as_deref(), Some(on_disk.as_str()), "{id}");
+        }
     }
 
     #[tokio::test]
@@ -602,8 +664,8 @@ mod tests {
             format!("Last updated: {at}\nStudent ID: alice\nName: Alice")
         );
         assert_eq!(folder.index_on_disk().get(&alice), Some(at));
-        assert_eq!(store.read(&alice).await.unwrap(), Some(file));
-        assert_eq!(store.read(&id("bob")).await.unwrap(), None);
+        assert_eq!(store.read(&alice).as_deref(), Some(file.as_str()));
+        assert_eq!(store.read(&id("bob")), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -632,6 +694,11 @@ mod tests {
         let at = Timestamp::of_record(&file).unwrap();
         assert_eq!(first, format!("Last updated: {at}"));
         assert_eq!(folder.index_on_disk().get(&id("x")), Some(at));
+        assert_eq!(
+            store.read(&id("x")).as_deref(),
+            Some(file.as_str()),
+            "memory agrees"
+        );
         let names: Vec<_> = fs::read_dir(&folder.files).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file left");
     }
@@ -664,5 +731,132 @@ mod tests {
         assert_eq!(index.get(&id("150999901")), Some(now));
         assert_eq!(index.get(&id("150999902")), None);
         assert_eq!(index.len(), 9);
+        assert_eq!(store.read(&id("150999901")).as_deref(), Some(file.as_str()));
+        assert_eq!(
+            store.read(&id("150999902")),
+            None,
+            "a vanished record is forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_answer_the_last_write_from_memory_whatever_the_file_now_holds() {
+        // Intended: the server owns its folder, and reads never touch the disk. This shows it by
+        // changing files behind the store's back, which a read does not see.
+        let folder = Folder::empty();
+        let (store, _) = folder.open();
+        let alice = id("alice");
+        store
+            .write(&alice, "Student ID: alice\nName: Ada")
+            .await
+            .unwrap();
+        let written = fs::read_to_string(folder.files.join("alice.txt")).unwrap();
+        fs::write(folder.files.join("alice.txt"), "edited behind its back").unwrap();
+        assert_eq!(store.read(&alice).as_deref(), Some(written.as_str()));
+        fs::remove_file(folder.files.join("alice.txt")).unwrap();
+        assert_eq!(store.read(&alice).as_deref(), Some(written.as_str()));
+        fs::write(folder.files.join("bob.txt"), "Student ID: bob").unwrap();
+        assert_eq!(store.read(&id("bob")), None, "a file added behind its back");
+
+        store
+            .write(&alice, "Student ID: alice\nName: Grace")
+            .await
+            .unwrap();
+        let rewritten = fs::read_to_string(folder.files.join("alice.txt")).unwrap();
+        assert!(rewritten.ends_with("\nName: Grace"), "{rewritten}");
+        assert_eq!(store.read(&alice).as_deref(), Some(rewritten.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_restamp_changes_what_reads_answer_and_keeps_an_edit_made_behind_its_back() {
+        let folder = Folder::fixture();
+        let (store, _) = folder.open();
+        let target = id("150999905");
+        let before = store.read(&target).unwrap();
+        assert!(
+            before.starts_with("Last updated: 2024-03-16 04:11:01\n"),
+            "{before}"
+        );
+        let path = folder.files.join(target.file_name());
+        let edited = before.replace("Name: student5", "Name: renamed");
+        fs::write(&path, &edited).unwrap();
+        assert_eq!(
+            store.read(&target),
+            Some(before),
+            "not seen before the restamp"
+        );
+
+        let now = Timestamp::parse("2026-11-21 12:00:00").unwrap();
+        let day = Duration::from_secs(86_400);
+        let outcome = store.restamp(&target, day, now).await.unwrap();
+        assert_eq!(outcome, Restamp::Updated);
+        let file = fs::read_to_string(&path).unwrap();
+        assert_eq!(file, timestamp::stamp(&edited, now));
+        assert_eq!(store.read(&target).as_deref(), Some(file.as_str()));
+    }
+
+    /// Replaces the folder at `path` by a plain file, so that nothing can be written in it
+    /// (whoever runs the tests, root included); the folder is kept at `path` + `.away`.
+    fn block(path: &Path) -> PathBuf {
+        let away = path.with_extension("away");
+        fs::rename(path, &away).unwrap();
+        fs::write(path, "not a folder").unwrap();
+        away
+    }
+
+    fn unblock(path: &Path, away: &Path) {
+        fs::remove_file(path).unwrap();
+        fs::rename(away, path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_the_disk_refuses_leaves_the_old_content_in_memory() {
+        let folder = Folder::empty();
+        let (store, _) = folder.open();
+        let alice = id("alice");
+        store
+            .write(&alice, "Student ID: alice\nName: Ada")
+            .await
+            .unwrap();
+        let kept = store.read(&alice).unwrap();
+        let away = block(&folder.files);
+        let refused = store.write(&alice, "Student ID: alice\nName: Grace").await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert!(store.write(&id("bob"), "Student ID: bob").await.is_err());
+        assert_eq!(store.read(&alice), Some(kept));
+        assert_eq!(store.read(&id("bob")), None);
+        unblock(&folder.files, &away);
+        let file = fs::read_to_string(folder.files.join("alice.txt")).unwrap();
+        assert!(file.ends_with("\nName: Ada"), "the old file stays: {file}");
+
+        store
+            .write(&alice, "Student ID: alice\nName: Grace")
+            .await
+            .unwrap();
+        let file = fs::read_to_string(folder.files.join("alice.txt")).unwrap();
+        assert!(file.ends_with("\nName: Grace"), "{file}");
+        assert_eq!(store.read(&alice).as_deref(), Some(file.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_record_file_cannot_be_saved_is_read_as_its_file_holds() {
+        // The record's file is replaced first: once it is, reads answer it, even though the
+        // write fails on the record file afterwards.
+        let dir = tempfile::tempdir().unwrap();
+        let (files, index_folder) = (dir.path().join("data"), dir.path().join("index"));
+        let (store, _) = RecordStore::open(&files, &index_folder.join("records.json")).unwrap();
+        let alice = id("alice");
+        let away = block(&index_folder);
+        let refused = store.write(&alice, "Student ID: alice").await;
+        assert!(refused.is_err(), "{refused:?}");
+        let file = fs::read_to_string(files.join("alice.txt")).unwrap();
+        assert_eq!(store.read(&alice).as_deref(), Some(file.as_str()));
+        unblock(&index_folder, &away);
+        store.save().await.unwrap();
+        let saved = RecordIndex::parse(&fs::read(index_folder.join("records.json")).unwrap());
+        assert_eq!(
+            saved.unwrap().index.get(&alice),
+            Timestamp::of_record(&file)
+        );
     }
 }

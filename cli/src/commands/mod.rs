@@ -7,6 +7,7 @@ pub mod demo;
 pub mod forum;
 pub mod record;
 pub mod record_server;
+pub mod scratch;
 
 /// A multi-threaded tokio runtime for one command.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -17,8 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 
-use super::{STEP_TIMEOUT, ScratchDir, show};
+use super::{STEP_TIMEOUT, show};
 use crate::commands::chat::print_reports;
+use crate::commands::scratch::ScratchDir;
 
 /// The seed's framing: `f"{len(payload):<10}"` then the payload.
 fn frame(payload: &[u8]) -> Bytes {

@@ -15,7 +15,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use super::{STEP_TIMEOUT, ScratchDir, show};
+use super::{STEP_TIMEOUT, show};
+use crate::commands::scratch::ScratchDir;
 
 /// What each client's relay does to its datagrams, both ways.
 const IMPAIRMENT: Impairment = Impairment {

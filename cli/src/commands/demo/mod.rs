@@ -6,11 +6,8 @@ mod forum;
 mod p2p;
 mod record;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use anyhow::Context;
+use std::time::Duration;
 
 use super::runtime;
 use crate::logging;
@@ -53,27 +50,4 @@ pub(super) fn show(bytes: &[u8]) -> String {
     }
     text.push(char::from(quote));
     text
-}
-
-/// A folder of its own under the system's temporary folder, deleted when dropped.
-pub(super) struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    pub(super) fn new(purpose: &str) -> anyhow::Result<ScratchDir> {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.subsec_nanos();
-        let path =
-            std::env::temp_dir().join(format!("cli-demo-{purpose}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(ScratchDir(path))
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

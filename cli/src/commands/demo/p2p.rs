@@ -18,7 +18,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use super::{STEP_TIMEOUT, ScratchDir, show};
+use super::{STEP_TIMEOUT, show};
+use crate::commands::scratch::ScratchDir;
 
 /// The size of the file sent through the lossy relay.
 const FILE_BYTES: u32 = 1_000_000;

@@ -8,7 +8,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-use super::{STEP_TIMEOUT, ScratchDir, show};
+use super::{STEP_TIMEOUT, show};
+use crate::commands::scratch::ScratchDir;
 
 /// A write as the seed's client sends it: its `client_ID` key, `json.dumps` spacing and
 /// `\uXXXX` escapes, and its own `Last updated:` line, which the server replaces.

@@ -112,6 +112,9 @@ impl RoomWriter {
     }
 }
 
+/// Bytes the reader makes room for before each read of the socket.
+const READ_CHUNK: usize = 8 * 1024;
+
 /// The receiving half of a session.
 #[derive(Debug)]
 pub struct RoomReader {
@@ -135,6 +138,9 @@ impl RoomReader {
                 }
                 continue;
             }
+            // Room for whatever the socket holds, not just the rest of this frame: one read takes
+            // many relayed messages at once.
+            self.buffer.reserve(READ_CHUNK);
             if self
                 .read
                 .read_buf(&mut self.buffer)

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use protocol::addressbook::{MAX_BODY_LEN, Message, NOT_FOUND, UNKNOWN_PROTOCOL};
+use protocol::addressbook::{MAX_BODY_LEN, Message, NOT_FOUND, SERVER_BUSY, UNKNOWN_PROTOCOL};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use thiserror::Error;
 
@@ -133,7 +133,7 @@ impl AddressBook {
         let name = name.trim();
         check_field("e-mail", email)?;
         check_field("name", name)?;
-        if name == NOT_FOUND || name == UNKNOWN_PROTOCOL {
+        if [NOT_FOUND, UNKNOWN_PROTOCOL, SERVER_BUSY].contains(&name) {
             return Err(format!(
                 "the name {name:?} is what the server answers on errors; clients would read it as one"
             ));
@@ -292,6 +292,9 @@ mod tests {
         assert!(reason.contains("twice"), "{reason}");
         assert_eq!(entry_error("a@b,\n").0, 1);
         let (line, reason) = entry_error("a@b,Error 404\n");
+        assert_eq!(line, 1);
+        assert!(reason.contains("errors"), "{reason}");
+        let (line, reason) = entry_error("a@b,Error: server busy\n");
         assert_eq!(line, 1);
         assert!(reason.contains("errors"), "{reason}");
     }

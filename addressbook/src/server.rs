@@ -30,10 +30,7 @@ use tracing::info;
 
 use crate::book::AddressBook;
 
-/// The body of the answer to a connection over [`ServerConfig::max_connections`], which is then
-/// closed. Like the seed's own errors it starts with `Error`, so a seed client prints it rather
-/// than taking it for a name.
-pub const SERVER_BUSY: &str = "Error: server busy";
+pub use protocol::addressbook::SERVER_BUSY;
 
 /// Everything the server needs besides its listener.
 #[derive(Debug, Clone)]

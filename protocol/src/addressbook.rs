@@ -27,6 +27,10 @@ pub const MAX_BODY_LEN: usize = i8::MAX as usize;
 pub const NOT_FOUND: &str = "Error 404";
 /// The body of the response to a header the server does not understand.
 pub const UNKNOWN_PROTOCOL: &str = "Error: Unknown message protocol";
+/// The body of the answer to a connection over the server's limit, which is then closed. Like
+/// the seed's own errors it starts with `Error`, so a seed client prints it rather than taking it
+/// for a name.
+pub const SERVER_BUSY: &str = "Error: server busy";
 
 /// What a message is: the first header byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

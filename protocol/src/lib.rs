@@ -20,6 +20,8 @@ pub mod chat_transfer;
 mod fields;
 pub mod forum;
 pub mod framed;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod p2p;
 pub mod record;
 pub mod reliable;

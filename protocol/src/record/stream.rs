@@ -17,7 +17,8 @@ use super::{DEFAULT_MAX_MESSAGE_BYTES, RecordError, Request, Response};
 enum Piece {
     /// The bytes of one complete top-level object or array (not yet known to be valid JSON).
     Value(BytesMut),
-    /// Bytes that cannot begin a value, up to the next `{`.
+    /// Bytes that cannot begin a value, up to the next `{` or `[` (where the next value may
+    /// begin, however the stream is cut into reads).
     Garbage(BytesMut),
 }
 
@@ -54,7 +55,10 @@ impl ValueSplitter {
                 None => return Ok(None),
                 Some(b'{' | b'[') => self.in_value = true,
                 Some(_) => {
-                    let end = src.iter().position(|&b| b == b'{').unwrap_or(src.len());
+                    let end = src
+                        .iter()
+                        .position(|&b| matches!(b, b'{' | b'['))
+                        .unwrap_or(src.len());
                     return Ok(Some(Piece::Garbage(src.split_to(end))));
                 }
             }
@@ -303,6 +307,29 @@ mod tests {
             assert!(
                 matches!(&decoded[..], [Err(_)]),
                 "{text:?} gave {decoded:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_ends_where_an_array_may_begin_however_the_stream_is_cut() {
+        // Found by the fuzzer (fuzz/regressions/record_stream/): garbage used to run on to the
+        // next `{` only, so an `[` inside it began a value only when a read ended just before
+        // it, and whether the server waited for more then depended on the cut.
+        let stream = br#"x[{"client_id": "1", "type": 2}]"#;
+        for chunk_sizes in [&[stream.len()][..], &[1], &[1, stream.len()]] {
+            let decoded =
+                testing::decode_chunked(ServerCodec::default(), stream, chunk_sizes).unwrap();
+            assert!(
+                matches!(&decoded[..], [Err(_), Err(_)]),
+                "{chunk_sizes:?} gave {decoded:?}"
+            );
+        }
+        for chunk_sizes in [&[2][..], &[1]] {
+            let result = testing::decode_chunked(ServerCodec::default(), b"x[", chunk_sizes);
+            assert!(
+                matches!(result, Err(RecordError::Io(_))),
+                "an unfinished array at the end: {chunk_sizes:?} gave {result:?}"
             );
         }
     }

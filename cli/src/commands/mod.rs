@@ -11,9 +11,14 @@ pub mod scratch;
 
 /// A multi-threaded tokio runtime for one command.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(runtime_builder().build()?)
+}
+
+/// How [`runtime`] is built, for a caller that adds to it (the benchmarks name the threads).
+pub fn runtime_builder() -> tokio::runtime::Builder {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    builder
 }
 
 /// The first address `target` (`"HOST:PORT"`, or a `(host, port)` pair) resolves to; errors

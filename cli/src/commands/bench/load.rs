@@ -40,7 +40,7 @@ use tokio::sync::oneshot;
 use tokio::time::timeout;
 
 use super::Table;
-use crate::commands::runtime;
+use crate::commands::runtime_builder;
 
 /// 127.0.0.1 on a port the system picks.
 pub const LOOPBACK: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0));
@@ -166,13 +166,12 @@ impl Plan {
 
     /// The load generator's runtime: multi-threaded, apart from every in-process server's.
     pub fn load_runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        let mut builder = runtime_builder();
         if let Some(threads) = self.client_threads {
             builder.worker_threads(threads);
         }
         builder
             .thread_name("load generator")
-            .enable_all()
             .build()
             .context("cannot start the load generator's runtime")
     }
@@ -235,8 +234,9 @@ impl Target {
 /// The future a server is served until.
 pub type Shutdown = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// A server on a multi-threaded tokio runtime of its own (built by [`runtime`], as `cli ...
-/// serve` builds it) in a thread of its own, until [`InProcessServer::stop`] or drop.
+/// A server on a multi-threaded tokio runtime of its own (built by [`runtime_builder`], as `cli
+/// ... serve` builds it, its workers named `NAME worker` so that a profile tells the servers and
+/// the load generator apart) in a thread of its own, until [`InProcessServer::stop`] or drop.
 #[derive(Debug)]
 pub struct InProcessServer {
     addr: SocketAddr,
@@ -254,23 +254,27 @@ impl InProcessServer {
     {
         let (stop, stopped) = oneshot::channel::<()>();
         let (bound, address) = std::sync::mpsc::channel();
+        let worker_name = format!("{name} worker");
         let thread = std::thread::Builder::new()
             .name(format!("{name} server"))
             .spawn(move || {
-                runtime()?.block_on(async move {
-                    let shutdown: Shutdown = Box::pin(async move {
-                        let _ = stopped.await;
-                    });
-                    let (addr, serve) = match start(shutdown) {
-                        Ok(started) => started,
-                        Err(err) => {
-                            let _ = bound.send(Err(err));
-                            return Ok(());
-                        }
-                    };
-                    let _ = bound.send(Ok(addr));
-                    serve.await
-                })
+                runtime_builder()
+                    .thread_name(worker_name)
+                    .build()?
+                    .block_on(async move {
+                        let shutdown: Shutdown = Box::pin(async move {
+                            let _ = stopped.await;
+                        });
+                        let (addr, serve) = match start(shutdown) {
+                            Ok(started) => started,
+                            Err(err) => {
+                                let _ = bound.send(Err(err));
+                                return Ok(());
+                            }
+                        };
+                        let _ = bound.send(Ok(addr));
+                        serve.await
+                    })
             })
             .with_context(|| format!("cannot start a thread for the {name} server"))?;
         let addr = address

@@ -208,9 +208,10 @@ impl Decoder for AddressBookCodec {
             src.reserve(HEADER_LEN + len - src.len());
             return Ok(None);
         }
-        src.advance(HEADER_LEN);
-        let body = src.split_to(len);
-        let body = String::from_utf8(body.to_vec()).map_err(|_| AddressBookError::InvalidUtf8)?;
+        // Copied straight out of the buffer (no split, so no shared allocation to count).
+        let body = std::str::from_utf8(&src[HEADER_LEN..HEADER_LEN + len]).map(str::to_owned);
+        src.advance(HEADER_LEN + len);
+        let body = body.map_err(|_| AddressBookError::InvalidUtf8)?;
         Ok(Some(Message { kind, body }))
     }
 }

@@ -9,7 +9,7 @@
 
 use std::io;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -111,9 +111,17 @@ where
     }
 
     /// Writes everything queued. Cancel-safe: bytes already written are not written again.
+    ///
+    /// The queue is one contiguous buffer, so it goes out by plain writes (`send` on a socket):
+    /// the vectored write that `write_all_buf` would make costs the kernel more per call, and
+    /// this is the call a server makes for every batch of answers.
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.write_buf.is_empty() {
-            self.io.write_all_buf(&mut self.write_buf).await?;
+        while !self.write_buf.is_empty() {
+            let written = self.io.write(&self.write_buf).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.write_buf.advance(written);
         }
         self.io.flush().await
     }

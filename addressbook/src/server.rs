@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use protocol::addressbook::{AddressBookCodec, Kind, Message};
 use protocol::framed::FramedConnection;
-use server_kit::{ConnectionLimit, accept_refusing};
+use server_kit::{ConnectionLimit, IdleTimer, accept_refusing};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -111,26 +111,30 @@ async fn serve_connection(
     let mut answered = 0u64;
     let cancelled = cancel.cancelled();
     tokio::pin!(cancelled);
+    let mut idle = IdleTimer::new(config.idle_timeout);
     let not_found = Message::not_found();
     let ending = loop {
         // Pipelined queries already buffered are answered straight away; the idle timeout and
         // the shutdown are only watched while waiting for the socket.
         let frame = match conn.buffered_frame() {
-            Ok(None) => tokio::select! {
-                () = &mut cancelled => break Ending::Shutdown,
-                frame = timeout(config.idle_timeout, conn.read_frame()) => frame,
-            },
-            buffered => Ok(buffered),
+            Ok(None) => {
+                idle.restart();
+                tokio::select! {
+                    () = &mut cancelled => break Ending::Shutdown,
+                    () = idle.expired() => break Ending::Idle,
+                    frame = conn.read_frame() => frame,
+                }
+            }
+            buffered => buffered,
         };
         let query = match frame {
-            Err(_elapsed) => break Ending::Idle,
-            Ok(Ok(None)) => break Ending::ClientClosed,
-            Ok(Ok(Some(message))) if message.kind() == Kind::Query => message,
-            Ok(Ok(Some(_))) => break Ending::Violation("a client sent a response".into()),
-            Ok(Err(err)) if err.is_protocol_violation() => {
+            Ok(None) => break Ending::ClientClosed,
+            Ok(Some(message)) if message.kind() == Kind::Query => message,
+            Ok(Some(_)) => break Ending::Violation("a client sent a response".into()),
+            Err(err) if err.is_protocol_violation() => {
                 break Ending::Violation(err.to_string());
             }
-            Ok(Err(err)) => break Ending::Failed(err.to_string()),
+            Err(err) => break Ending::Failed(err.to_string()),
         };
         let answer = answer(&config.book, query.body(), &not_found, peer);
         conn.queue(answer).expect("encoding a message cannot fail");

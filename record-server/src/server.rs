@@ -29,7 +29,7 @@ use protocol::record::{
 };
 use server_kit::atomic_file::DiskTrouble;
 use server_kit::password::failure_delay;
-use server_kit::{ConnectionLimit, accept_refusing};
+use server_kit::{ConnectionLimit, IdleTimer, accept_refusing};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
@@ -187,21 +187,25 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     info!("Connection established with {}", python_address(peer));
     let mut conn = Connection::new(stream, ServerCodec::new(shared.config.max_message_bytes));
     let mut session = Session::default();
+    let cancelled = shared.cancel.cancelled();
+    tokio::pin!(cancelled);
+    let mut idle = IdleTimer::new(shared.config.client_timeout);
     let ending = loop {
+        idle.restart();
         let frame = tokio::select! {
-            () = shared.cancel.cancelled() => break Ending::Shutdown,
-            frame = timeout(shared.config.client_timeout, conn.read_frame()) => frame,
+            () = &mut cancelled => break Ending::Shutdown,
+            () = idle.expired() => break Ending::Idle,
+            frame = conn.read_frame() => frame,
         };
         let response = match frame {
-            Err(_elapsed) => break Ending::Idle,
-            Ok(Ok(None)) => break Ending::ClientClosed,
-            Ok(Ok(Some(Ok(request)))) => handle(request, &mut session, &shared).await,
-            Ok(Ok(Some(Err(bad)))) => {
+            Ok(None) => break Ending::ClientClosed,
+            Ok(Some(Ok(request))) => handle(request, &mut session, &shared).await,
+            Ok(Some(Err(bad))) => {
                 info!(peer = %peer, reason = %bad.reason, "Invalid request format");
                 Response::invalid_format()
             }
-            Ok(Err(RecordError::TooLarge { limit })) => break Ending::TooLarge(limit),
-            Ok(Err(err)) => break Ending::Failed(err.to_string()),
+            Err(RecordError::TooLarge { limit }) => break Ending::TooLarge(limit),
+            Err(err) => break Ending::Failed(err.to_string()),
         };
         if let Err(err) = conn.queue(response) {
             break Ending::Failed(err.to_string());

@@ -6,6 +6,7 @@
 //!   ([`accept::accept_waiting`]) or hands them to a refusal handler ([`accept::accept_refusing`]),
 //!   retrying failed accepts with back-off;
 //! - [`shutdown`]: waiting for connection tasks within a grace period;
+//! - [`idle`]: a connection's idle timeout, without a timer operation per read;
 //! - [`atomic_file`]: replacing a file so that a crash leaves the old or the new content, never a
 //!   mixture;
 //! - [`fd_limit`]: lifting the open-file limit to the hard limit at start-up, so a server can
@@ -20,6 +21,7 @@ pub mod accept;
 pub mod atomic_file;
 pub mod connect;
 pub mod fd_limit;
+pub mod idle;
 pub mod listen;
 pub mod lossy_relay;
 pub mod password;
@@ -29,5 +31,6 @@ pub mod shutdown;
 pub use accept::{ConnectionLimit, accept_refusing, accept_waiting};
 pub use atomic_file::{remove_leftovers, write_atomically};
 pub use connect::connect;
+pub use idle::IdleTimer;
 pub use listen::{LISTEN_BACKLOG, listen, listen_on};
 pub use shutdown::drain;

@@ -10,11 +10,11 @@
 //!
 //! Look-ups ignore the case of the e-mail address.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use protocol::addressbook::{MAX_BODY_LEN, Message, NOT_FOUND, SERVER_BUSY, UNKNOWN_PROTOCOL};
+use rustc_hash::FxHashMap;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use thiserror::Error;
 
@@ -60,7 +60,7 @@ pub enum BookError {
 pub struct AddressBook {
     /// Lower-cased e-mail to the response naming its owner, built once at load so that answering
     /// a query copies bytes and allocates nothing.
-    answers: HashMap<String, Message>,
+    answers: FxHashMap<String, Message>,
 }
 
 impl AddressBook {

@@ -119,10 +119,13 @@ async fn serve_connection(
         let frame = match conn.buffered_frame() {
             Ok(None) => {
                 idle.restart();
+                // Biased: shutdown first, then a query that arrived in time wins over the
+                // idle timeout expiring at the same moment.
                 tokio::select! {
+                    biased;
                     () = &mut cancelled => break Ending::Shutdown,
-                    () = idle.expired() => break Ending::Idle,
                     frame = conn.read_frame() => frame,
+                    () = idle.expired() => break Ending::Idle,
                 }
             }
             buffered => buffered,

@@ -192,10 +192,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let mut idle = IdleTimer::new(shared.config.client_timeout);
     let ending = loop {
         idle.restart();
+        // Biased: shutdown first, then a request that arrived in time wins over the idle
+        // timeout expiring at the same moment.
         let frame = tokio::select! {
+            biased;
             () = &mut cancelled => break Ending::Shutdown,
-            () = idle.expired() => break Ending::Idle,
             frame = conn.read_frame() => frame,
+            () = idle.expired() => break Ending::Idle,
         };
         let response = match frame {
             Ok(None) => break Ending::ClientClosed,

@@ -39,9 +39,10 @@ impl IdleTimer {
     /// Completes once `timeout` has passed since the last restart (or since the timer was
     /// made). Cancel-safe: dropping it and calling again waits for the same deadline.
     pub async fn expired(&mut self) {
+        // Deadlines only move later, so the timer has expired once it fired at the last one.
         loop {
             self.sleep.as_mut().await;
-            if Instant::now() >= self.deadline {
+            if self.sleep.deadline() >= self.deadline {
                 return;
             }
             self.sleep.as_mut().reset(self.deadline);

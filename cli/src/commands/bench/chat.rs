@@ -27,7 +27,7 @@
 //! one's hello went out to the others; a hello not heard is said again until it is.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -85,8 +85,6 @@ struct Shared {
     inboxes: Vec<Mutex<Inbox>>,
     /// Whose hellos the first client has heard.
     heard: Vec<AtomicBool>,
-    /// How many of them.
-    hellos: AtomicUsize,
 }
 
 /// What one client received since the last harvest.
@@ -114,8 +112,13 @@ impl Shared {
             epoch: Instant::now(),
             inboxes: (0..clients).map(|_| inbox()).collect(),
             heard: (0..clients).map(|_| AtomicBool::new(false)).collect(),
-            hellos: AtomicUsize::new(0),
         }
+    }
+
+    /// How many clients' hellos the first client has heard.
+    fn hellos(&self) -> usize {
+        let heard = |flag: &&AtomicBool| flag.load(Ordering::Relaxed);
+        self.heard.iter().filter(heard).count()
     }
 
     fn inbox(&self, client: usize) -> std::sync::MutexGuard<'_, Inbox> {
@@ -163,8 +166,8 @@ impl Shared {
             return; // not one of ours (a room that announces joins, say)
         };
         if text == HELLO {
-            if me == 0 && !self.heard[sender].swap(true, Ordering::Relaxed) {
-                self.hellos.fetch_add(1, Ordering::Relaxed);
+            if me == 0 {
+                self.heard[sender].store(true, Ordering::Relaxed);
             }
             return;
         }
@@ -303,12 +306,12 @@ async fn join_all(
     }
     let limit = Instant::now() + JOIN_TIMEOUT;
     let mut again = Instant::now() + HELLO_AGAIN;
-    while shared.hellos.load(Ordering::Relaxed) < shared.clients - 1 {
+    while shared.hellos() < shared.clients - 1 {
         let now = Instant::now();
         if now > limit {
             bail!(
                 "bench-0 heard {} of {} hellos within {JOIN_TIMEOUT:?}",
-                shared.hellos.load(Ordering::Relaxed),
+                shared.hellos(),
                 shared.clients - 1
             );
         }
@@ -488,7 +491,7 @@ mod tests {
         let why = tally.first_error.unwrap();
         assert_eq!(why, "bench-0 got message 3 of bench-1 where 2 was due");
         assert_eq!(
-            shared.hellos.load(Ordering::Relaxed),
+            shared.hellos(),
             1,
             "a hello said again counts once, and only the first client's count"
         );

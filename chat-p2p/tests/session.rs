@@ -1,9 +1,9 @@
 //! Peer-to-peer sessions over real UDP sockets on 127.0.0.1, two sessions sharing a random key:
 //! chat both ways in order; 5 MB files both ways through a relay that drops 10% of datagrams;
 //! a forged datagram dropped and counted; duplicated datagrams counted as replayed and nothing
-//! delivered twice; the media stream directly and through loss; a peer vanishing in the middle
-//! of a transfer; a graceful close; a taken file name; an offer over the size limit; a peer that
-//! never answers.
+//! delivered twice; the media stream directly, behind a file and through loss; a peer vanishing
+//! in the middle of a transfer; a graceful close; a taken file name; an offer over the size
+//! limit; a peer that never answers.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -397,6 +397,41 @@ async fn a_stream_sent_directly_arrives_whole_and_both_ends_report_the_same() {
     );
     assert_eq!(alice.session.stats().stream_datagrams_sent, 201);
     assert!(names_in(bob.dir.path()).is_empty(), "a stream is not saved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_started_behind_a_file_loses_no_chunk() {
+    // The stream's start waits on the reliable channel behind the file's chunks; its first
+    // datagrams do not wait, and reach bob before he knows of the stream.
+    let (mut alice, mut bob, _) = connected(None, |_| {}).await;
+    let (src, _) = random_file("big.bin", BIG_FILE);
+    let (clip, _) = random_file("clip.raw", 64 * 1024);
+    alice
+        .session
+        .send_file(&src.path().join("big.bin"))
+        .await
+        .unwrap();
+    // Once the file is moving, its chunks fill the send queue ahead of the stream's start.
+    alice
+        .until(|event| matches!(event, SessionEvent::FileProgress { .. }))
+        .await;
+    let ticket = alice
+        .session
+        .stream_file(&clip.path().join("clip.raw"))
+        .await
+        .unwrap();
+    let seen = bob
+        .until(|event| matches!(event, SessionEvent::StreamReceived { .. }))
+        .await;
+    let Some(SessionEvent::StreamReceived { report, .. }) = seen.last().cloned() else {
+        unreachable!("until stops at StreamReceived");
+    };
+    assert_eq!(
+        (report.sent, report.received, report.lost),
+        (ticket.chunks, ticket.chunks, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.bytes, 64 * 1024);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

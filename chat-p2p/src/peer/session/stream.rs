@@ -5,6 +5,11 @@
 //! go over the reliable channel. Receiving: chunks are tallied ([`StreamTally`], arrival
 //! times from the stream's start as this end saw it) and dropped, as a player would after
 //! playing them; a grace after the end, the report goes back to the sender.
+//!
+//! The start travels over the reliable channel, so it can wait there behind a file's chunks
+//! while the stream's first datagrams, which do not, arrive before it. Chunks of a stream not
+//! yet started are therefore held (up to [`MAX_EARLY_CHUNKS`], their arrival times kept) and
+//! tallied when the start arrives, its clock then starting at the first of them.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,6 +28,8 @@ use super::{SessionEvent, request};
 const MAX_INCOMING_STREAMS: usize = 8;
 /// The buffer a streamed file is read through.
 const READ_BUFFER: usize = 64 * 1024;
+/// Chunks held at most, over all streams, while their stream's start is on its way.
+const MAX_EARLY_CHUNKS: usize = 1024;
 
 /// How a stream is cut and paced.
 #[derive(Debug, Clone, Copy)]
@@ -124,10 +131,20 @@ struct Incoming {
     end: Option<(Instant, u32)>,
 }
 
+/// A chunk that arrived before its stream's start.
+#[derive(Debug)]
+struct EarlyChunk {
+    header: ChunkHeader,
+    payload_len: usize,
+    arrived: Instant,
+}
+
 /// Every stream of a session, both ways.
 #[derive(Debug, Default)]
 pub(super) struct Streams {
     incoming: HashMap<u32, Incoming>,
+    /// Chunks of streams whose start has not arrived yet, in arrival order.
+    early: Vec<EarlyChunk>,
     /// Streams we send, by number, with their names, until the peer's report.
     outgoing: HashMap<u32, String>,
 }
@@ -149,10 +166,23 @@ impl Driver {
             return self.violation(format!("more than {MAX_INCOMING_STREAMS} streams at once"));
         }
         info!(peer = %self.peer, id, %name, rate, "receiving a stream");
+        let (early, later): (Vec<EarlyChunk>, Vec<EarlyChunk>) =
+            std::mem::take(&mut self.streams.early)
+                .into_iter()
+                .partition(|chunk| chunk.header.stream_id == id);
+        self.streams.early = later;
+        let origin = early
+            .first()
+            .map_or_else(Instant::now, |chunk| chunk.arrived);
+        let mut tally = StreamTally::new(id);
+        for chunk in &early {
+            let arrived = micros(chunk.arrived - origin);
+            tally.on_chunk(&chunk.header, chunk.payload_len, arrived);
+        }
         let incoming = Incoming {
             name: name.clone(),
-            tally: StreamTally::new(id),
-            origin: Instant::now(),
+            tally,
+            origin,
             end: None,
         };
         self.streams.incoming.insert(id, incoming);
@@ -167,11 +197,23 @@ impl Driver {
             return;
         };
         let Some(stream) = self.streams.incoming.get_mut(&header.stream_id) else {
-            trace!(peer = %self.peer, id = header.stream_id, "a chunk of no stream going on");
-            return;
+            return self.hold_early(header, payload.len());
         };
         let arrived = micros(stream.origin.elapsed());
         stream.tally.on_chunk(&header, payload.len(), arrived);
+    }
+
+    /// Keeps a chunk of a stream whose start has not arrived, while there is room.
+    fn hold_early(&mut self, header: ChunkHeader, payload_len: usize) {
+        if self.streams.early.len() >= MAX_EARLY_CHUNKS {
+            trace!(peer = %self.peer, id = header.stream_id, "a chunk of no stream going on");
+            return;
+        }
+        self.streams.early.push(EarlyChunk {
+            header,
+            payload_len,
+            arrived: Instant::now(),
+        });
     }
 
     /// The peer's stream ended after `sent` chunks: the report follows after the grace.
